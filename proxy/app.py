@@ -1,0 +1,140 @@
+"""The application factory: everything the proxy needs is passed in or opened in ``cleanup_ctx``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import CollectorRegistry
+
+from proxy.accounting import Accountant
+from proxy.cache import ResponseCache
+from proxy.chat import chat_completions
+from proxy.config import Settings
+from proxy.errors import error_middleware
+from proxy.handlers import CHAT_ROUTE, healthz, readyz
+from proxy.keys import (
+    ACCOUNTANT,
+    CACHE,
+    FLIGHTS,
+    METRICS,
+    REDIS,
+    REGISTRY,
+    REQUEST_CACHE,
+    REQUEST_MODEL,
+    SESSION,
+    SETTINGS,
+    STORE,
+    VERIFIER,
+)
+from proxy.metrics import ProxyMetrics, render_latest
+from proxy.passthrough import passthrough
+from proxy.pricing import PriceTable, parse_price_overrides
+from proxy.singleflight import RedisFlights, SingleFlight, listening
+from proxy.store import ByteStore, MemoryStore, RedisStore
+from proxy.upstream import make_session
+from proxy.verify import CallerVerifier
+
+MULTIPROC_DIR = web.AppKey("multiproc_dir", str)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Time every ``/v1`` request and count it by route, model, status class and cache result."""
+    if not request.path.startswith("/v1/"):
+        return await handler(request)
+    started = time.perf_counter()
+    status = 500
+    response: web.StreamResponse | None = None
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        route = CHAT_ROUTE if request.path == CHAT_ROUTE else "/v1/other"
+        sent = response.body_length if response is not None else 0
+        request.app[METRICS].observe_request(
+            route,
+            request.get(REQUEST_MODEL, "none"),
+            status,
+            request.get(REQUEST_CACHE, "none"),
+            time.perf_counter() - started,
+            sent,
+        )
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    """Prometheus exposition; aggregated over workers in multiprocess mode."""
+    body, content_type = render_latest(request.app[REGISTRY], request.app.get(MULTIPROC_DIR))
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def make_store(settings: Settings) -> ByteStore:
+    """Redis when configured, else the bounded in-memory LRU."""
+    if settings.redis_url:
+        return RedisStore(settings.redis_url, settings.store_timeout)
+    return MemoryStore(settings.memory_cache_bytes)
+
+
+def create_app(
+    settings: Settings,
+    registry: CollectorRegistry | None = None,
+    *,
+    multiprocess_dir: str | None = None,
+) -> web.Application:
+    """Build the proxy. Nothing is opened until the app starts (so it starts while Redis is down)."""
+    registry = registry if registry is not None else CollectorRegistry()
+    app = web.Application(
+        middlewares=[metrics_middleware, error_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[REGISTRY] = registry
+    if multiprocess_dir:
+        app[MULTIPROC_DIR] = multiprocess_dir
+    metrics = ProxyMetrics(registry)
+    app[METRICS] = metrics
+    app[ACCOUNTANT] = Accountant(PriceTable(parse_price_overrides(settings.pricing)), metrics)
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_session_ctx)
+    app.cleanup_ctx.append(_flights_ctx)
+    app.router.add_post(CHAT_ROUTE, chat_completions)
+    app.router.add_route("*", "/v1/{tail:.*}", passthrough)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    store = make_store(settings)
+    app[STORE] = store
+    if isinstance(store, RedisStore):
+        app[REDIS] = store.client
+    app[CACHE] = ResponseCache(store, settings.redis_prefix)
+    yield
+    await store.close()
+
+
+async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    session = make_session(settings)
+    app[SESSION] = session
+    app[VERIFIER] = CallerVerifier(
+        app[STORE], settings.redis_prefix, settings.key_verify_ttl, session, settings.upstream_base
+    )
+    yield
+    await session.close()
+
+
+async def _flights_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Single flight: in-process always, across replicas when Redis is configured."""
+    settings = app[SETTINGS]
+    client = app.get(REDIS)
+    remote = RedisFlights(client, settings.redis_prefix, settings.lock_ttl) if client is not None else None
+    app[FLIGHTS] = SingleFlight(remote, max_wait=settings.upstream_timeout + settings.lock_ttl)
+    async with listening(remote):
+        yield

@@ -1,0 +1,147 @@
+"""The response cache: entries (template + meta) and content-addressed image blobs in a ByteStore."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pybase64
+
+from proxy.envelope import (
+    EntryMeta,
+    SplitResponse,
+    decode_entry,
+    encode_entry,
+    image_urls,
+    rebuild_parts,
+)
+from proxy.store import ByteStore, StoreError
+from proxy.streaming import replay_chunks, sse
+
+_PLACEHOLDER = b"\x1eLCP-BLOB\x1e"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedEntry:
+    """A hit: the stored meta, the template and the blob bytes in splice order."""
+
+    key: str
+    meta: EntryMeta
+    template: memoryview
+    blobs: tuple[bytes, ...]
+
+    def age(self, now: float) -> int:
+        """Whole seconds since the entry was stored (the ``Age`` header)."""
+        return max(0, int(now - self.meta.created))
+
+    def body_parts(self) -> list[bytes | memoryview]:
+        """The exact JSON body first sent to a client, as parts ready to write."""
+        return list(rebuild_parts(self.template, self.meta.blobs, self.blobs))
+
+    def document(self) -> dict[str, Any]:
+        """The response with image payloads still cut out (cheap: the template is small)."""
+        doc: dict[str, Any] = orjson.loads(self.template)
+        return doc
+
+    def sse_parts(self, include_usage: bool) -> Iterator[bytes]:
+        """The entry replayed as OpenAI SSE, images spliced in without re-parsing them."""
+        doc = self.document()
+        pending = list(self.blobs)
+        for url_owner in _cut_images(doc):
+            url_owner["url"] = url_owner["url"] + _PLACEHOLDER.decode()
+        for chunk in replay_chunks(doc, include_usage):
+            data = orjson.dumps(chunk)
+            pieces = data.split(orjson.dumps(_PLACEHOLDER.decode())[1:-1])
+            out = [pieces[0]]
+            for piece in pieces[1:]:
+                out.append(pybase64.b64encode(pending.pop(0)))
+                out.append(piece)
+            yield sse(b"".join(out))
+        yield sse(b"[DONE]")
+
+
+def _cut_images(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """``image_url`` objects whose payload was cut out, in splice order."""
+    owners: list[dict[str, Any]] = []
+    for choice in doc.get("choices") or ():
+        for image in (choice.get("message") or {}).get("images") or ():
+            owner = image.get("image_url") if isinstance(image, dict) else None
+            if isinstance(owner, dict) and str(owner.get("url", "")).endswith(";base64,"):
+                owners.append(owner)
+    return owners
+
+
+class ResponseCache:
+    """Looks up and stores complete chat completion responses.
+
+    Keys: ``{prefix}:r1:{namespace}:{hash}`` for entries, ``{prefix}:blob:{sha256}`` for PNG bytes.
+    """
+
+    def __init__(self, store: ByteStore, prefix: str, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.clock = clock
+
+    def entry_key(self, namespace: str, digest: str) -> str:
+        """Redis key of an entry."""
+        return f"{self.prefix}:r1:{namespace}:{digest}"
+
+    def blob_key(self, sha256: str) -> str:
+        """Redis key of an image blob."""
+        return f"{self.prefix}:blob:{sha256}"
+
+    async def lookup(self, key: str, max_age: int | None = None) -> CachedEntry | None:
+        """The entry under ``key`` if complete and young enough; corrupt or orphaned ones are dropped."""
+        raw = await self.store.get(key)
+        if raw is None:
+            return None
+        try:
+            meta, template = decode_entry(raw)
+        except ValueError:
+            await self.store.delete([key])
+            return None
+        if max_age is not None and self.clock() - meta.created > max_age:
+            return None
+        blobs: tuple[bytes, ...] = ()
+        if meta.blobs:
+            values = await self.store.mget([self.blob_key(b.sha256) for b in meta.blobs])
+            if any(v is None or len(v) != ref.size for v, ref in zip(values, meta.blobs, strict=True)):
+                await self.store.delete([key])  # a blob was evicted: the entry can't be rebuilt
+                return None
+            blobs = tuple(v for v in values if v is not None)
+        return CachedEntry(key, meta, template, blobs)
+
+    async def put(self, key: str, split: SplitResponse, meta: EntryMeta, ttl: int) -> int:
+        """Store blobs first, then the entry (a reader never sees an entry without its blobs).
+
+        Returns the bytes written for the entry itself.
+        """
+        for sha, data in split.blobs.items():
+            await self.store.put_blob(self.blob_key(sha), data, ttl)
+        encoded = encode_entry(meta, split.template)
+        await self.store.set(key, encoded, ttl)
+        return len(encoded)
+
+    async def purge(self, prefix: str) -> int:
+        """Delete entries under a key prefix (namespace purge); blobs expire on their own."""
+        keys = await self.store.keys_with_prefix(prefix)
+        return await self.store.delete(keys) if keys else 0
+
+
+def meta_for(doc: dict[str, Any], split: SplitResponse, created: float) -> EntryMeta:
+    """Entry meta from a complete response document."""
+    usage = doc.get("usage") or {}
+    return EntryMeta(
+        created=created,
+        model=str(doc.get("model", "")),
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        images=len(image_urls(doc)),
+        blobs=split.refs,
+    )
+
+
+__all__ = ["CachedEntry", "ResponseCache", "StoreError", "meta_for"]

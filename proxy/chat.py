@@ -1,0 +1,260 @@
+"""``POST /v1/chat/completions``: cache lookup, single flight, forwarding, storing, accounting."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from proxy.accounting import Usage
+from proxy.cache import CachedEntry, meta_for
+from proxy.cache_key import cache_hash
+from proxy.envelope import image_urls, split_response
+from proxy.forward import MissOutcome, forward_miss
+from proxy.handlers import bearer_of, cache_namespace, key_alias, read_body, serve_entry
+from proxy.keys import (
+    ACCOUNTANT,
+    CACHE,
+    FLIGHTS,
+    METRICS,
+    REQUEST_CACHE,
+    REQUEST_MODEL,
+    SESSION,
+    SETTINGS,
+    VERIFIER,
+)
+from proxy.request import CacheControls, parse_chat_body, wants_stream, wants_usage
+from proxy.singleflight import RETRY, FlightResult, Leadership
+from proxy.store import StoreError
+from proxy.streaming import sse
+from proxy.upstream import forward_headers
+from proxy.verify import UpstreamRefusal
+
+log = logging.getLogger(__name__)
+
+# Upstream errors every identical request would get too: followers receive a copy instead of
+# paying for their own call. Anything else (auth, rate limits, 5xx, timeouts) is retried by one.
+SHAREABLE_ERRORS = frozenset({400, 404, 413, 422})
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """Everything decided about one chat request before the cache is consulted."""
+
+    raw: bytes
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    usage_asked: bool
+    bearer: str | None
+    alias: str | None
+    controls: CacheControls
+    namespace: str | None
+    digest: str
+    key: str
+
+
+async def _parse(request: web.Request) -> ChatRequest:
+    app = request.app
+    settings = app[SETTINGS]
+    raw = await read_body(request, settings.max_body_bytes)
+    body = parse_chat_body(raw)
+    controls = CacheControls.from_headers(request.headers)
+    bearer = bearer_of(request)
+    namespace = cache_namespace(settings, bearer, controls.namespace)
+    digest = cache_hash(body, namespace or "")
+    request[REQUEST_MODEL] = body["model"]
+    return ChatRequest(
+        raw=raw,
+        body=body,
+        model=body["model"],
+        stream=wants_stream(body),
+        usage_asked=wants_usage(body),
+        bearer=bearer,
+        alias=key_alias(bearer),
+        controls=controls,
+        namespace=namespace,
+        digest=digest,
+        key=app[CACHE].entry_key(namespace or "", digest),
+    )
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """Serve from cache, join an identical in-flight request, or forward, stream back and store."""
+    app = request.app
+    chat = await _parse(request)
+    cacheable = chat.namespace is not None
+    can_store = cacheable and chat.controls.store
+    result = "MISS"
+    if not cacheable or not chat.controls.lookup:
+        result = "BYPASS"
+    else:
+        try:
+            entry = await app[CACHE].lookup(chat.key, chat.controls.max_age)
+        except StoreError as exc:
+            log.warning("cache lookup failed, bypassing: %s", exc)
+            app[METRICS].store_errors.labels("get").inc()
+            entry, result, can_store = None, "BYPASS", False
+        if entry is not None:
+            return await _serve_cached(request, chat, entry, "HIT")
+    if result == "MISS" and can_store:
+        joined = await app[FLIGHTS].join(chat.digest, lambda: _quiet_lookup(request, chat))
+        if isinstance(joined, FlightResult):
+            return await _serve_flight_result(request, chat, joined)
+        return await _lead(request, chat, joined)
+    return await _forward(request, chat, result, can_store=can_store)
+
+
+async def _quiet_lookup(request: web.Request, chat: ChatRequest) -> CachedEntry | None:
+    try:
+        return await request.app[CACHE].lookup(chat.key)
+    except StoreError:
+        return None
+
+
+async def _serve_cached(
+    request: web.Request, chat: ChatRequest, entry: CachedEntry, result: str
+) -> web.StreamResponse:
+    """A cached answer, only for a caller the upstream accepts; accounted as savings."""
+    app = request.app
+    if chat.bearer is not None:
+        try:
+            await app[VERIFIER].ensure(chat.bearer)
+        except UpstreamRefusal as refusal:
+            request[REQUEST_CACHE] = "none"
+            return web.Response(status=refusal.status, body=refusal.body, content_type="application/json")
+    meta = entry.meta
+    app[ACCOUNTANT].saved(
+        chat.model, chat.alias, Usage(meta.prompt_tokens, meta.completion_tokens, meta.images)
+    )
+    return await serve_entry(
+        request, entry, stream=chat.stream, usage_asked=chat.usage_asked, digest=chat.digest, result=result
+    )
+
+
+async def _serve_flight_result(
+    request: web.Request, chat: ChatRequest, flight: FlightResult
+) -> web.StreamResponse:
+    if flight.entry is not None:
+        return await _serve_cached(request, chat, flight.entry, "COALESCED")
+    request[REQUEST_CACHE] = "coalesced"
+    request.app[METRICS].record_cache_result(chat.model, "coalesced")
+    return web.Response(
+        status=flight.status,
+        body=flight.body,
+        content_type="application/json",
+        headers={"X-Cache": "COALESCED", "X-Cache-Key": chat.digest},
+    )
+
+
+async def _lead(request: web.Request, chat: ChatRequest, leadership: Leadership) -> web.StreamResponse:
+    """The one request of a flight that goes upstream; followers get what it produced."""
+    app = request.app
+    outcome: FlightResult = RETRY
+    try:
+        # The previous flight may have stored the answer between our lookup and our leadership.
+        entry = await _quiet_lookup(request, chat)
+        if entry is not None:
+            outcome = FlightResult("entry", entry)
+            return await _serve_cached(request, chat, entry, "HIT")
+        response, outcome = await _forward_and_share(request, chat, leadership)
+        return response
+    finally:
+        await app[FLIGHTS].finish(leadership, outcome)
+
+
+async def _forward_and_share(
+    request: web.Request, chat: ChatRequest, leadership: Leadership
+) -> tuple[web.StreamResponse, FlightResult]:
+    shared: list[FlightResult] = [RETRY]
+
+    async def share(result: FlightResult) -> None:
+        shared[0] = result
+        await request.app[FLIGHTS].finish(leadership, result)
+
+    response = await _forward(request, chat, "MISS", can_store=True, share=share)
+    return response, shared[0]
+
+
+async def _forward(
+    request: web.Request,
+    chat: ChatRequest,
+    result: str,
+    *,
+    can_store: bool,
+    share: Callable[[FlightResult], Awaitable[None]] | None = None,
+) -> web.StreamResponse:
+    app = request.app
+    settings = app[SETTINGS]
+    request[REQUEST_CACHE] = result
+    app[METRICS].record_cache_result(chat.model, result)
+    upstream_body = chat.raw
+    if chat.stream and not chat.usage_asked:
+        # Usage is how we account a stream; the client still sees exactly what it asked for.
+        options = {**(chat.body.get("stream_options") or {}), "include_usage": True}
+        upstream_body = orjson.dumps({**chat.body, "stream_options": options})
+    writer, outcome = await forward_miss(
+        request,
+        session=app[SESSION],
+        url=f"{settings.upstream_base}/chat/completions",
+        body=upstream_body,
+        headers=forward_headers(request.headers, request.headers.get("Authorization")),
+        extra_headers={"X-Cache": result, "X-Cache-Key": chat.digest},
+        stream=chat.stream,
+        client_wants_usage=chat.usage_asked,
+        keep_limit=settings.cache_max_entry_bytes,
+        finish_on_disconnect=settings.finish_on_disconnect,
+    )
+    _account(request, chat, outcome)
+    if chat.bearer is not None and 200 <= outcome.status < 300:
+        await app[VERIFIER].mark(chat.bearer)
+    entry = None
+    if can_store and outcome.document is not None:
+        entry = await _store(request, chat, outcome)
+    if share is not None:
+        if entry is not None:
+            await share(FlightResult("entry", entry))
+        elif outcome.status in SHAREABLE_ERRORS and outcome.error_body:
+            await share(FlightResult("error", status=outcome.status, body=outcome.error_body))
+    if outcome.stream_complete:
+        await writer.write(sse(b"[DONE]"))
+    await writer.finish()
+    return writer.response
+
+
+def _account(request: web.Request, chat: ChatRequest, outcome: MissOutcome) -> None:
+    metrics = request.app[METRICS]
+    model_label = metrics.model_label(chat.model)
+    metrics.upstream_duration.labels(model_label).observe(outcome.upstream_seconds)
+    metrics.upstream_ttfb.labels(model_label).observe(outcome.ttfb_seconds)
+    if outcome.error_kind:
+        metrics.record_upstream_error(outcome.error_kind)
+    if outcome.usage is not None:
+        images = len(image_urls(outcome.document)) if outcome.document is not None else 0
+        request.app[ACCOUNTANT].spent(chat.model, chat.alias, Usage.from_mapping(outcome.usage, images))
+
+
+async def _store(request: web.Request, chat: ChatRequest, outcome: MissOutcome) -> CachedEntry | None:
+    """Store a complete response; a store failure is counted, never shown to the client."""
+    app = request.app
+    settings = app[SETTINGS]
+    doc = outcome.document
+    assert doc is not None
+    raw = outcome.raw if outcome.raw is not None else orjson.dumps(doc)
+    if len(raw) > settings.cache_max_entry_bytes:
+        return None
+    split = split_response(raw, doc)
+    meta = meta_for(doc, split, time.time())
+    try:
+        await app[CACHE].put(chat.key, split, meta, chat.controls.ttl or settings.cache_ttl)
+    except StoreError as exc:
+        log.warning("cache store failed: %s", exc)
+        app[METRICS].store_errors.labels("set").inc()
+        return None
+    blobs = tuple(split.blobs[ref.sha256] for ref in split.refs)
+    return CachedEntry(chat.key, meta, memoryview(split.template), blobs)

@@ -1,0 +1,185 @@
+"""Stored-entry format: the response with its base64 images cut out, plus where to splice them back.
+
+A cached image response is ~2 MB of JSON, 99% of it base64. We keep the original response bytes
+minus the base64 payloads (the *template*), and each PNG once, as raw bytes, in a
+content-addressed blob. A hit re-encodes with SIMD base64 straight into the output parts: no JSON
+parsing or re-serialising of megabytes, and the client gets exactly the bytes it got the first time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pybase64
+
+MAGIC = b"LCP1"
+_HEADER = struct.Struct(">4sI")
+# Payloads smaller than this stay inline: a blob round trip costs more than it saves.
+MIN_BLOB_BYTES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRef:
+    """One image cut out of the template: splice point, content address and decoded size."""
+
+    offset: int
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class EntryMeta:
+    """What a hit needs without touching the template: age, accounting and blob references."""
+
+    created: float
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    images: int
+    blobs: tuple[BlobRef, ...]
+
+    def to_json(self) -> bytes:
+        """Compact header JSON."""
+        return orjson.dumps(
+            {
+                "c": self.created,
+                "m": self.model,
+                "p": self.prompt_tokens,
+                "o": self.completion_tokens,
+                "i": self.images,
+                "b": [[b.offset, b.sha256, b.size] for b in self.blobs],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | memoryview) -> EntryMeta:
+        """Inverse of ``to_json``."""
+        data = orjson.loads(raw)
+        return cls(
+            created=float(data["c"]),
+            model=str(data["m"]),
+            prompt_tokens=int(data["p"]),
+            completion_tokens=int(data["o"]),
+            images=int(data["i"]),
+            blobs=tuple(BlobRef(int(o), str(s), int(n)) for o, s, n in data["b"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SplitResponse:
+    """A response ready to store: template bytes, blob references and the blob contents."""
+
+    template: bytes
+    refs: tuple[BlobRef, ...]
+    blobs: dict[str, bytes]
+
+
+def image_urls(doc: dict[str, Any]) -> list[str]:
+    """Every ``choices[].message.images[].image_url.url`` in document order."""
+    urls: list[str] = []
+    for choice in doc.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            continue
+        for image in message.get("images") or ():
+            url = image.get("image_url", {}).get("url") if isinstance(image, dict) else None
+            if isinstance(url, str):
+                urls.append(url)
+    return urls
+
+
+def _payload(url: str) -> tuple[bytes, bytes] | None:
+    """Split a data URL into (prefix up to ``base64,``, payload) when the payload is canonical base64."""
+    if not url.startswith("data:"):
+        return None
+    marker = url.find(";base64,")
+    if marker < 0 or len(url) - marker < MIN_BLOB_BYTES:
+        return None
+    head = url[: marker + 8].encode("ascii", "replace")
+    payload = url[marker + 8 :].encode("ascii", "replace")
+    return head, payload
+
+
+def split_response(raw: bytes, doc: dict[str, Any]) -> SplitResponse:
+    """Cut image payloads out of ``raw`` (the exact bytes sent to the client).
+
+    Payloads are decoded only when re-encoding reproduces them byte for byte, and the split is
+    verified by rebuilding; anything unusual keeps the response whole, which is always correct.
+    """
+    parts: list[bytes] = []
+    refs: list[BlobRef] = []
+    blobs: dict[str, bytes] = {}
+    cursor = 0
+    template_len = 0
+    urls = image_urls(doc)
+    if any(url.endswith(";base64,") for url in urls):
+        # An empty payload would look like a cut-out one on replay: keep such a response whole.
+        return SplitResponse(raw, (), {})
+    for url in urls:
+        found = _payload(url)
+        if found is None:
+            continue
+        head, payload = found
+        try:
+            decoded = pybase64.b64decode(payload, validate=True)
+        except ValueError:
+            continue
+        if pybase64.b64encode(decoded) != payload:
+            continue
+        start = raw.find(head + payload, cursor)
+        if start < 0:
+            continue  # escaped differently in the raw bytes (e.g. "\/"): keep inline
+        cut = start + len(head)
+        parts.append(raw[cursor:cut])
+        template_len += cut - cursor
+        sha = hashlib.sha256(decoded).hexdigest()
+        refs.append(BlobRef(template_len, sha, len(decoded)))
+        blobs[sha] = decoded
+        cursor = cut + len(payload)
+    if not refs:
+        return SplitResponse(raw, (), {})
+    parts.append(raw[cursor:])
+    split = SplitResponse(b"".join(parts), tuple(refs), blobs)
+    rebuilt = b"".join(rebuild_parts(split.template, split.refs, [blobs[r.sha256] for r in refs]))
+    if rebuilt != raw:
+        return SplitResponse(raw, (), {})
+    return split
+
+
+def rebuild_parts(
+    template: bytes | memoryview, refs: Sequence[BlobRef], blobs: Sequence[bytes]
+) -> Iterator[bytes | memoryview]:
+    """Template slices interleaved with base64 of each blob: the original response, in parts."""
+    cursor = 0
+    view = memoryview(template)
+    for ref, blob in zip(refs, blobs, strict=True):
+        yield view[cursor : ref.offset]
+        yield pybase64.b64encode(blob)
+        cursor = ref.offset
+    yield view[cursor:]
+
+
+def encode_entry(meta: EntryMeta, template: bytes) -> bytes:
+    """``MAGIC | len(header) | header JSON | template``."""
+    header = meta.to_json()
+    return b"".join((_HEADER.pack(MAGIC, len(header)), header, template))
+
+
+def decode_entry(data: bytes) -> tuple[EntryMeta, memoryview]:
+    """Parse a stored entry; raises ``ValueError`` on anything that is not one (never serve junk)."""
+    if len(data) < _HEADER.size:
+        raise ValueError("entry too short")
+    magic, header_len = _HEADER.unpack_from(data)
+    if magic != MAGIC or _HEADER.size + header_len > len(data):
+        raise ValueError("not a cache entry")
+    view = memoryview(data)
+    meta = EntryMeta.from_json(view[_HEADER.size : _HEADER.size + header_len])
+    template = view[_HEADER.size + header_len :]
+    if any(ref.offset > len(template) for ref in meta.blobs):
+        raise ValueError("blob offset beyond template")
+    return meta, template

@@ -1,0 +1,31 @@
+"""Typed application state keys (``web.AppKey``), one per shared resource."""
+
+from __future__ import annotations
+
+import aiohttp
+import redis.asyncio as aioredis
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from proxy.accounting import Accountant
+from proxy.cache import ResponseCache
+from proxy.config import Settings
+from proxy.metrics import ProxyMetrics
+from proxy.singleflight import SingleFlight
+from proxy.store import ByteStore
+from proxy.verify import CallerVerifier
+
+SETTINGS = web.AppKey("settings", Settings)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+STORE = web.AppKey("store", ByteStore)
+CACHE = web.AppKey("cache", ResponseCache)
+METRICS = web.AppKey("metrics", ProxyMetrics)
+ACCOUNTANT = web.AppKey("accountant", Accountant)
+FLIGHTS = web.AppKey("flights", SingleFlight)
+VERIFIER = web.AppKey("verifier", CallerVerifier)
+REDIS = web.AppKey("redis", aioredis.Redis)
+
+# Per-request facts the metrics middleware reads after the handler ran.
+REQUEST_MODEL = web.RequestKey("model", str)
+REQUEST_CACHE = web.RequestKey("cache", str)

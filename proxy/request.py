@@ -1,0 +1,137 @@
+"""Validating a chat completion request and reading the caller's cache controls from its headers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from proxy.errors import ProxyError, bad_request
+
+MAX_CACHE_TTL = 365 * 86400
+
+_NUMBER = (int, float)
+# Known fields and the JSON types they must have; a wrong type is refused before forwarding.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,),
+    "messages": (list,),
+    "stream": (bool,),
+    "stream_options": (dict,),
+    "temperature": _NUMBER,
+    "top_p": _NUMBER,
+    "presence_penalty": _NUMBER,
+    "frequency_penalty": _NUMBER,
+    "n": (int,),
+    "max_tokens": (int,),
+    "max_completion_tokens": (int,),
+    "seed": (int,),
+    "tools": (list,),
+    "functions": (list,),
+    "response_format": (dict,),
+    "modalities": (list,),
+    "stop": (str, list),
+    "logprobs": (bool,),
+    "top_logprobs": (int,),
+    "logit_bias": (dict,),
+    "parallel_tool_calls": (bool,),
+}
+
+
+def parse_chat_body(raw: bytes) -> dict[str, Any]:
+    """The request object, or a 400 saying exactly what is wrong with it."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.")
+    for name in ("model", "messages"):
+        if name not in body:
+            raise bad_request(f"Missing required parameter: '{name}'.", param=name)
+    for name, types in _FIELD_TYPES.items():
+        value = body.get(name)
+        if value is None and name not in ("model", "messages"):
+            continue
+        # bool is an int subclass in Python; JSON true is never a valid number here.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            expected = " or ".join(_type_name(t) for t in types)
+            raise bad_request(f"Invalid type for '{name}': expected {expected}.", param=name)
+    messages = body["messages"]
+    if not messages:
+        raise bad_request("'messages' must contain at least one message.", param="messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise bad_request(
+                f"Invalid type for 'messages[{index}]': expected an object.",
+                param=f"messages[{index}]",
+            )
+    if not body["model"]:
+        raise bad_request("'model' must not be empty.", param="model")
+    return body
+
+
+def _type_name(t: type) -> str:
+    return {
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+    }[t]
+
+
+def wants_stream(body: Mapping[str, Any]) -> bool:
+    """``stream: true``."""
+    return body.get("stream") is True
+
+
+def wants_usage(body: Mapping[str, Any]) -> bool:
+    """Whether the client asked for the usage chunk on a stream."""
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+@dataclass(frozen=True, slots=True)
+class CacheControls:
+    """Per-request cache behaviour from ``Cache-Control``, ``X-Cache-TTL`` and ``X-Cache-Namespace``."""
+
+    lookup: bool = True
+    store: bool = True
+    max_age: int | None = None
+    ttl: int | None = None
+    namespace: str | None = None
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> CacheControls:
+        """Parse the headers; malformed values are a 400, not silently ignored."""
+        lookup, store, max_age = True, True, None
+        for directive in headers.get("Cache-Control", "").split(","):
+            name, _, value = directive.strip().lower().partition("=")
+            if name == "no-cache":
+                lookup = False
+            elif name == "no-store":
+                store = False
+            elif name == "max-age":
+                max_age = _non_negative_int(value.strip('"'), "Cache-Control: max-age")
+        ttl = None
+        if "X-Cache-TTL" in headers:
+            ttl = _non_negative_int(headers["X-Cache-TTL"], "X-Cache-TTL")
+            if not 0 < ttl <= MAX_CACHE_TTL:
+                raise bad_request(f"X-Cache-TTL must be between 1 and {MAX_CACHE_TTL} seconds.")
+        namespace = headers.get("X-Cache-Namespace")
+        if namespace is not None and not 0 < len(namespace) <= 128:
+            raise bad_request("X-Cache-Namespace must be 1 to 128 characters.")
+        return cls(lookup, store, max_age, ttl, namespace)
+
+
+def _non_negative_int(raw: str, what: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ProxyError(400, f"{what} must be a whole number of seconds.") from None
+    if value < 0:
+        raise ProxyError(400, f"{what} must not be negative.")
+    return value

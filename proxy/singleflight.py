@@ -1,0 +1,251 @@
+"""Single flight: identical concurrent misses make one upstream call, in one process and across many.
+
+In-process, followers await the leader's future. Across processes, the leader holds a Redis lock
+(``SET NX PX``, refreshed while the generation runs) and announces the outcome on one pub/sub
+channel; followers elsewhere wait for that message (no busy polling) or for the lock to lapse, in
+which case one of them takes over. If the Redis side fails, a process simply leads alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from proxy.cache import CachedEntry
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["entry", "stored", "error", "retry"]
+_UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+_REFRESH = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FlightResult:
+    """How a flight ended: an entry to serve, an error to repeat, or "try again yourself"."""
+
+    kind: Kind
+    entry: CachedEntry | None = None
+    status: int = 0
+    body: bytes = b""
+
+    @classmethod
+    def retry(cls) -> FlightResult:
+        """The leader produced nothing shareable (failure worth retrying, or nothing stored)."""
+        return cls("retry")
+
+
+RETRY = FlightResult("retry")
+
+
+@dataclass(slots=True)
+class Leadership:
+    """Held by the one request that goes upstream; ``finish`` must be called exactly once."""
+
+    digest: str
+    future: asyncio.Future[FlightResult]
+    token: str | None = None
+    heartbeat: asyncio.Task[None] | None = None
+    done: bool = field(default=False)
+
+
+class RedisFlights:
+    """The cross-process half: lock, heartbeat, outcome announcements on ``{prefix}:flights``.
+
+    Keys: ``{prefix}:lock:{digest}`` (token, PX lock_ttl) and ``{prefix}:flighterr:{digest}``
+    (status + error body for remote followers, 60 s).
+    """
+
+    def __init__(self, client: aioredis.Redis, prefix: str, lock_ttl: float) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.lock_ms = max(100, int(lock_ttl * 1000))
+        self.channel = f"{prefix}:flights"
+        self._waiters: dict[str, list[asyncio.Future[bytes]]] = {}
+
+    def lock_key(self, digest: str) -> str:
+        """Redis key of a flight's lock."""
+        return f"{self.prefix}:lock:{digest}"
+
+    def error_key(self, digest: str) -> str:
+        """Redis key holding a failed flight's error for remote followers."""
+        return f"{self.prefix}:flighterr:{digest}"
+
+    async def try_lock(self, digest: str) -> str | None:
+        """A token when this process now leads the flight, else None."""
+        token = secrets.token_hex(8)
+        ok = await self.client.set(self.lock_key(digest), token, nx=True, px=self.lock_ms)
+        return token if ok else None
+
+    async def keep_alive(self, digest: str, token: str) -> None:
+        """Refresh the lock while the generation runs, so a slow image never looks abandoned."""
+        while True:
+            await asyncio.sleep(self.lock_ms / 3000)
+            with contextlib.suppress(RedisError, OSError):
+                await self.client.eval(_REFRESH, 1, self.lock_key(digest), token, self.lock_ms)
+
+    async def announce(self, digest: str, token: str, result: FlightResult) -> None:
+        """Publish the outcome and drop the lock (errors first, so followers can read them)."""
+        kind = "stored" if result.kind == "entry" else result.kind
+        if result.kind == "error":
+            payload = f"{result.status}\n".encode() + result.body
+            await self.client.set(self.error_key(digest), payload, ex=60)
+        await self.client.eval(_UNLOCK, 1, self.lock_key(digest), token)
+        await self.client.publish(self.channel, f"{digest} {kind}")
+
+    async def wait(self, digest: str, max_wait: float) -> FlightResult | None:
+        """Wait for the remote leader; None when its lock lapsed without an outcome."""
+        deadline = time.monotonic() + max_wait
+        while time.monotonic() < deadline:
+            future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(digest, []).append(future)
+            try:
+                pttl = int(await self.client.pttl(self.lock_key(digest)))
+                if pttl < 0:
+                    return None
+                with contextlib.suppress(TimeoutError):
+                    kind = await asyncio.wait_for(future, timeout=min(pttl / 1000 + 0.05, 2.0))
+                    return await self._result(digest, kind)
+            finally:
+                waiters = self._waiters.get(digest, [])
+                if future in waiters:
+                    waiters.remove(future)
+                if not waiters:
+                    self._waiters.pop(digest, None)
+        return None
+
+    async def _result(self, digest: str, kind: bytes) -> FlightResult:
+        if kind == b"error":
+            raw = await self.client.get(self.error_key(digest))
+            if isinstance(raw, bytes) and raw:
+                status, _, body = raw.partition(b"\n")
+                return FlightResult("error", status=int(status), body=body)
+            return RETRY
+        return FlightResult("stored") if kind == b"stored" else RETRY
+
+    async def listen(self) -> None:
+        """Dispatch announcements to local waiters; reconnects while Redis is away."""
+        while True:
+            try:
+                async with self.client.pubsub() as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        digest, _, kind = bytes(message["data"]).partition(b" ")
+                        for future in self._waiters.pop(digest.decode(), []):
+                            if not future.done():
+                                future.set_result(kind)
+            except (RedisError, OSError) as exc:
+                log.debug("flight listener reconnecting: %r", exc)
+                await asyncio.sleep(1.0)
+
+
+class SingleFlight:
+    """Join or lead the flight for a cache key."""
+
+    def __init__(self, remote: RedisFlights | None, max_wait: float) -> None:
+        self.remote = remote
+        self.max_wait = max_wait
+        self._local: dict[str, asyncio.Future[FlightResult]] = {}
+
+    async def join(
+        self, digest: str, lookup: Callable[[], Awaitable[CachedEntry | None]]
+    ) -> Leadership | FlightResult:
+        """Either lead (go upstream, then ``finish``) or get the leader's result.
+
+        ``lookup`` re-reads the cache after a remote leader announced it stored the answer.
+        """
+        deadline = time.monotonic() + self.max_wait
+        while True:
+            local = self._local.get(digest)
+            if local is not None:
+                result = await asyncio.shield(local)
+                if result.kind != "retry":
+                    return result
+                continue
+            future: asyncio.Future[FlightResult] = asyncio.get_running_loop().create_future()
+            self._local[digest] = future
+            leadership = Leadership(digest, future)
+            if self.remote is None or time.monotonic() > deadline:
+                return leadership
+            try:
+                outcome = await self._lead_or_follow_remote(leadership, lookup, deadline)
+            except BaseException:
+                self._resolve(leadership, RETRY)
+                raise
+            if isinstance(outcome, Leadership):
+                return outcome
+            self._resolve(leadership, outcome)
+            if outcome.kind != "retry":
+                return outcome
+
+    async def _lead_or_follow_remote(
+        self,
+        leadership: Leadership,
+        lookup: Callable[[], Awaitable[CachedEntry | None]],
+        deadline: float,
+    ) -> Leadership | FlightResult:
+        assert self.remote is not None
+        digest = leadership.digest
+        try:
+            token = await self.remote.try_lock(digest)
+            if token is not None:
+                leadership.token = token
+                leadership.heartbeat = asyncio.create_task(self.remote.keep_alive(digest, token))
+                return leadership
+            result = await self.remote.wait(digest, max(0.0, deadline - time.monotonic()))
+        except (RedisError, OSError) as exc:
+            log.warning("flight lock unavailable, leading alone: %r", exc)
+            return leadership
+        if result is not None and result.kind == "error":
+            return result
+        entry = await lookup()
+        return FlightResult("entry", entry) if entry is not None else RETRY
+
+    def _resolve(self, leadership: Leadership, result: FlightResult) -> None:
+        if self._local.get(leadership.digest) is leadership.future:
+            del self._local[leadership.digest]
+        if not leadership.future.done():
+            leadership.future.set_result(result)
+        leadership.done = True
+
+    async def finish(self, leadership: Leadership, result: FlightResult) -> None:
+        """Hand the outcome to every follower, here and (via Redis) elsewhere."""
+        if leadership.done:
+            return
+        self._resolve(leadership, result)
+        if leadership.heartbeat is not None:
+            leadership.heartbeat.cancel()
+        if self.remote is not None and leadership.token is not None:
+            try:
+                await self.remote.announce(leadership.digest, leadership.token, result)
+            except (RedisError, OSError) as exc:
+                log.warning("could not announce flight outcome: %r", exc)
+
+
+@contextlib.asynccontextmanager
+async def listening(remote: RedisFlights | None) -> AsyncIterator[None]:
+    """Run the announcement listener for the app's lifetime."""
+    if remote is None:
+        yield
+        return
+    task = asyncio.create_task(remote.listen())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

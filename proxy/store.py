@@ -1,0 +1,170 @@
+"""Byte stores behind the cache: Redis (aiocache + a redis-py client) or a bounded in-process LRU.
+
+Every operation is bounded by ``timeout``; any failure surfaces as ``StoreError`` so the request
+path can fall back to the upstream (``X-Cache: BYPASS``) instead of hanging or crashing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Protocol
+from urllib.parse import unquote, urlparse
+
+import redis.asyncio as aioredis
+from aiocache import RedisCache
+from aiocache.serializers import NullSerializer
+from redis.exceptions import RedisError
+
+from proxy.memory_cache import LRUMemoryCache
+
+
+class StoreError(Exception):
+    """The store failed or was too slow; the caller bypasses the cache."""
+
+
+class ByteStore(Protocol):
+    """What the response cache needs from a key/value store of bytes."""
+
+    async def get(self, key: str) -> bytes | None: ...
+    async def mget(self, keys: Sequence[str]) -> list[bytes | None]: ...
+    async def set(self, key: str, value: bytes, ttl: int) -> None: ...
+    async def put_blob(self, key: str, value: bytes, ttl: int) -> None: ...
+    async def delete(self, keys: Sequence[str]) -> int: ...
+    async def keys_with_prefix(self, prefix: str) -> list[str]: ...
+    async def ping(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
+class MemoryStore:
+    """The embedded default: a byte-bounded LRU (``PROXY_MEMORY_CACHE_BYTES``), no Redis needed."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.cache = LRUMemoryCache(max_bytes=max_bytes, timeout=None)
+
+    async def get(self, key: str) -> bytes | None:
+        value: bytes | None = await self.cache.get(key)
+        return value
+
+    async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        values: list[bytes | None] = await self.cache.multi_get(list(keys))
+        return values
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        await self.cache.set(key, value, ttl=ttl)
+
+    async def put_blob(self, key: str, value: bytes, ttl: int) -> None:
+        remaining = self.cache.remaining_ttl(key)
+        if await self.cache.exists(key):
+            if remaining is not None and remaining < ttl:
+                await self.cache.expire(key, ttl)
+            return
+        await self.cache.set(key, value, ttl=ttl)
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        return sum([int(await self.cache.delete(k)) for k in keys])
+
+    async def keys_with_prefix(self, prefix: str) -> list[str]:
+        return self.cache.keys_with_prefix(prefix)
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+def redis_cache_kwargs(url: str) -> dict[str, object]:
+    """aiocache's RedisCache takes host/port/db/password rather than a URL."""
+    parsed = urlparse(url)
+    if parsed.scheme not in {"redis", "rediss"}:
+        raise ValueError(f"unsupported Redis URL scheme {parsed.scheme!r} (redis:// or rediss://)")
+    db = parsed.path.lstrip("/") or "0"
+    return {
+        "endpoint": parsed.hostname or "127.0.0.1",
+        "port": parsed.port or 6379,
+        "db": int(db),
+        "password": unquote(parsed.password) if parsed.password else None,
+        "ssl": parsed.scheme == "rediss",
+    }
+
+
+class RedisStore:
+    """Redis via aiocache for plain GET/MGET/SET; a redis-py client beside it for pipelines and scans."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.timeout = timeout
+        self.cache = RedisCache(
+            serializer=NullSerializer(encoding=None),  # bytes in, bytes out
+            timeout=None,  # bounded below with asyncio.timeout, uniformly for both clients
+            create_connection_timeout=timeout,
+            **redis_cache_kwargs(url),
+        )
+        self.client: aioredis.Redis = aioredis.Redis.from_url(url, socket_connect_timeout=timeout)
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                value: bytes | None = await self.cache.get(key)
+                return value
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreError(f"GET failed: {exc!r}") from exc
+
+    async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        try:
+            async with asyncio.timeout(self.timeout):
+                values: list[bytes | None] = await self.cache.multi_get(list(keys))
+                return values
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreError(f"MGET failed: {exc!r}") from exc
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        try:
+            async with asyncio.timeout(self.timeout * 4):
+                await self.cache.set(key, value, ttl=ttl)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreError(f"SET failed: {exc!r}") from exc
+
+    async def put_blob(self, key: str, value: bytes, ttl: int) -> None:
+        """Store a content-addressed blob once; an existing one only gets its TTL extended.
+
+        ``EXPIRE ... GT`` never shortens the life of a blob another entry still refers to.
+        """
+        try:
+            async with asyncio.timeout(self.timeout * 4):
+                if await self.client.expire(key, ttl, gt=True) or await self.client.exists(key):
+                    return
+                await self.client.set(key, value, ex=ttl)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreError(f"blob SET failed: {exc!r}") from exc
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        if not keys:
+            return 0
+        try:
+            async with asyncio.timeout(self.timeout * 4):
+                return int(await self.client.delete(*keys))
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreError(f"DEL failed: {exc!r}") from exc
+
+    async def keys_with_prefix(self, prefix: str) -> list[str]:
+        found: list[str] = []
+        try:
+            async with asyncio.timeout(max(self.timeout * 40, 10.0)):
+                async for key in self.client.scan_iter(match=f"{prefix}*", count=1000):
+                    found.append(key.decode() if isinstance(key, bytes) else str(key))
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreError(f"SCAN failed: {exc!r}") from exc
+        return found
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return bool(await self.client.ping())
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    async def close(self) -> None:
+        # aiocache's close() calls redis-py's deprecated Redis.close(); close its client directly.
+        await self.cache.client.aclose()
+        await self.client.aclose()

@@ -1,0 +1,85 @@
+"""The one upstream ``ClientSession`` and what crosses to it: headers, URL, timeouts, failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.config import Settings
+from proxy.errors import ProxyError
+
+# RFC 9110 hop-by-hop headers plus those aiohttp recomputes for the body it actually sends.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "accept-encoding",
+    }
+)
+# Response headers we must not copy: the body we send is decompressed and re-framed by aiohttp.
+RESPONSE_DROP = HOP_BY_HOP | {"content-encoding", "content-length", "date", "server"}
+# Our own request headers, never forwarded upstream.
+PROXY_ONLY = frozenset({"x-cache-ttl", "x-cache-namespace", "cache-control"})
+
+
+def make_session(settings: Settings) -> aiohttp.ClientSession:
+    """Pooled session; ``auto_decompress`` stays on so cached bytes are always plain JSON."""
+    connector = aiohttp.TCPConnector(limit=512, limit_per_host=256, ttl_dns_cache=300)
+    timeout = aiohttp.ClientTimeout(
+        total=None,
+        connect=min(30.0, settings.upstream_timeout),
+        sock_read=settings.upstream_timeout,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=True,
+        skip_auto_headers=("User-Agent",),
+    )
+
+
+def forward_headers(incoming: Mapping[str, str], authorization: str | None) -> CIMultiDict[str]:
+    """Request headers for the upstream: hop-by-hop and proxy-only dropped, auth as decided."""
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        lowered = name.lower()
+        if lowered in HOP_BY_HOP or lowered in PROXY_ONLY or lowered == "authorization":
+            continue
+        out.add(name, value)
+    if authorization:
+        out["Authorization"] = authorization
+    return out
+
+
+def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """Upstream response headers safe to copy to the client."""
+    return CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in RESPONSE_DROP)
+
+
+def upstream_failure(exc: BaseException) -> ProxyError:
+    """Map a client-side failure to the gateway error the client sees (504 timeout, else 502)."""
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return ProxyError(
+            504,
+            "The upstream did not answer in time.",
+            type="server_error",
+            code="upstream_timeout",
+        )
+    return ProxyError(
+        502,
+        f"The upstream could not be reached: {type(exc).__name__}.",
+        type="server_error",
+        code="upstream_unreachable",
+    )

@@ -1,0 +1,68 @@
+"""Running the real proxy app on a real loopback socket for tests."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from proxy.app import create_app
+from proxy.config import Settings
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ProxyServer:
+    """The proxy app on 127.0.0.1:<free port>; ``url`` is the OpenAI ``base_url`` (ends in /v1)."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.port = settings.port if settings.port not in (0, 8080) else free_port()
+        self.settings = dataclasses.replace(settings, host="127.0.0.1", port=self.port)
+        self.registry = registry or CollectorRegistry()
+        self.app = create_app(self.settings, self.registry)
+        self.runner = web.AppRunner(self.app, shutdown_timeout=5)
+
+    @property
+    def base(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT/v1``."""
+        return f"{self.base}/v1"
+
+    async def start(self) -> ProxyServer:
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+    async def __aenter__(self) -> ProxyServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+
+def proxy_settings(upstream_url: str, redis_url: str | None, prefix: str, **changes: Any) -> Settings:
+    """Test settings: the fake upstream, the test's Redis prefix, short timeouts."""
+    base = Settings(
+        upstream_url=upstream_url,
+        redis_url=redis_url,
+        redis_prefix=prefix,
+        upstream_timeout=30.0,
+        shutdown_grace=5.0,
+    )
+    return dataclasses.replace(base, **changes)

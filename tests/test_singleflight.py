@@ -1,0 +1,134 @@
+"""Single flight: identical concurrent misses cost one upstream call, in one proxy and across two."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import aiohttp
+import openai
+import pytest
+
+from tests.fake_upstream import FakeUpstream, png_of
+from tests.proxy_harness import ProxyServer, proxy_settings
+
+IMAGE_MODEL = "gemini-2.5-flash-image-preview"
+
+
+def _body(prompt: str, **extra: object) -> dict[str, object]:
+    return {"model": IMAGE_MODEL, "messages": [{"role": "user", "content": prompt}], **extra}
+
+
+async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, object]) -> tuple[int, str, bytes]:
+    async with session.post(
+        f"{url}/chat/completions", json=body, headers={"Authorization": "Bearer sk-tenant-a"}
+    ) as resp:
+        return resp.status, resp.headers.get("X-Cache", ""), await resp.read()
+
+
+async def test_32_concurrent_identical_image_misses_make_one_upstream_call(
+    fake_upstream: FakeUpstream, proxy: ProxyServer
+) -> None:
+    """32 identical concurrent image requests through one proxy → 1 upstream call, identical bodies."""
+    fake_upstream.state.latency_s = 0.3
+    async with aiohttp.ClientSession() as session:
+        results = await asyncio.gather(*[_post(session, proxy.url, _body("burst")) for _ in range(32)])
+    assert fake_upstream.chat_calls == 1
+    assert {status for status, _, _ in results} == {200}
+    caches = [cache for _, cache, _ in results]
+    assert caches.count("MISS") == 1
+    assert caches.count("COALESCED") == 31
+    assert len({body for _, _, body in results}) == 1
+
+
+async def test_streaming_followers_get_a_replayed_stream_with_the_image(
+    fake_upstream: FakeUpstream, proxy: ProxyServer
+) -> None:
+    """Followers that asked for a stream get valid SSE replaying the leader's image."""
+    fake_upstream.state.latency_s = 0.3
+    fake_upstream.state.image_bytes = 200_000
+    client = openai.AsyncOpenAI(base_url=proxy.url, api_key="sk-tenant-a", max_retries=0)
+
+    async def one_stream() -> bytes:
+        stream = await client.chat.completions.create(
+            model=IMAGE_MODEL, messages=[{"role": "user", "content": "streamed burst"}], stream=True
+        )
+        images: list[bytes] = []
+        async for chunk in stream:
+            for choice in chunk.choices:
+                for image in getattr(choice.delta, "images", None) or []:
+                    images.append(png_of(image["image_url"]["url"]))
+        assert len(images) == 1
+        return images[0]
+
+    pngs = await asyncio.gather(*[one_stream() for _ in range(8)])
+    await client.close()
+    assert fake_upstream.chat_calls == 1
+    assert len(set(pngs)) == 1
+
+
+async def test_two_proxies_sharing_redis_make_one_upstream_call(
+    fake_upstream: FakeUpstream, redis_url: str, key_prefix: str, redis_client: object
+) -> None:
+    """Two proxy replicas on different ports sharing one Redis coalesce a burst into 1 call."""
+    fake_upstream.state.latency_s = 0.5
+    settings = proxy_settings(fake_upstream.url, redis_url, key_prefix)
+    async with (
+        ProxyServer(settings) as first,
+        ProxyServer(dataclasses.replace(settings, port=0)) as second,
+        aiohttp.ClientSession() as session,
+    ):
+        tasks = [_post(session, first.url, _body("replicas")) for _ in range(16)]
+        tasks += [_post(session, second.url, _body("replicas")) for _ in range(16)]
+        results = await asyncio.gather(*tasks)
+    assert fake_upstream.chat_calls == 1
+    assert len({body for _, _, body in results}) == 1
+    assert sorted(cache for _, cache, _ in results).count("MISS") == 1
+
+
+async def test_shareable_upstream_error_is_given_to_followers_without_more_calls(
+    fake_upstream: FakeUpstream, proxy: ProxyServer
+) -> None:
+    """A 400 from the upstream goes to every follower; nobody pays for a second call."""
+    fake_upstream.state.latency_s = 0.3
+    error = {"message": "bad prompt", "type": "invalid_request_error", "param": None, "code": None}
+    fake_upstream.state.fail_next.append((400, {"error": error}))
+    async with aiohttp.ClientSession() as session:
+        results = await asyncio.gather(*[_post(session, proxy.url, _body("bad")) for _ in range(8)])
+    assert fake_upstream.chat_calls == 1
+    assert {status for status, _, _ in results} == {400}
+    assert all(b"bad prompt" in body for _, _, body in results)
+
+
+async def test_retryable_upstream_error_is_retried_by_one_follower(
+    fake_upstream: FakeUpstream, proxy: ProxyServer
+) -> None:
+    """A 503 for the leader is not copied: one follower retries, the rest coalesce on its answer."""
+    fake_upstream.state.latency_s = 0.3
+    fake_upstream.state.fail_next.append(
+        (503, {"error": {"message": "overloaded", "type": "server_error", "param": None, "code": None}})
+    )
+    async with aiohttp.ClientSession() as session:
+        results = await asyncio.gather(*[_post(session, proxy.url, _body("flaky")) for _ in range(8)])
+    assert fake_upstream.chat_calls == 2
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses.count(503) == 1
+    assert statuses.count(200) == 7
+
+
+@pytest.mark.parametrize("disconnect_after", [0.1])
+async def test_client_that_disconnects_still_gets_the_generation_stored(
+    fake_upstream: FakeUpstream, proxy: ProxyServer, disconnect_after: float
+) -> None:
+    """A client gone after 100 ms: the paid generation is finished and stored; next request is a HIT."""
+    fake_upstream.state.latency_s = 0.6
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(asyncio.TimeoutError):
+            async with asyncio.timeout(disconnect_after):
+                await _post(session, proxy.url, _body("walk away"))
+    await asyncio.sleep(1.0)
+    async with aiohttp.ClientSession() as session:
+        status, cache, _ = await _post(session, proxy.url, _body("walk away"))
+    assert status == 200
+    assert cache == "HIT"
+    assert fake_upstream.chat_calls == 1
