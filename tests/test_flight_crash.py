@@ -1,0 +1,53 @@
+"""Single flight across processes when the leader dies mid-generation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from tests.fake_upstream import FakeUpstream
+from tests.proxy_process import ProxyProcess
+
+BODY = {"model": "gemini-2.5-flash-image-preview", "messages": [{"role": "user", "content": "crash me"}]}
+
+
+async def test_leader_killed_mid_generation_a_waiter_takes_over_with_one_more_call(
+    fake_upstream: FakeUpstream, redis_url: str, key_prefix: str, redis_client: object
+) -> None:
+    """Leader process SIGKILLed: its lock lapses, a waiter on another process leads; ≤ 1 extra call."""
+    fake_upstream.state.latency_s = 2.5
+    fake_upstream.state.image_bytes = 200_000
+    env = {
+        "PROXY_UPSTREAM_URL": fake_upstream.url,
+        "PROXY_REDIS_URL": redis_url,
+        "PROXY_REDIS_PREFIX": key_prefix,
+        "PROXY_LOCK_TTL": "1.5",
+    }
+    leader = await asyncio.to_thread(ProxyProcess(env).start)
+    waiter = await asyncio.to_thread(ProxyProcess(env).start)
+    headers = {"Authorization": "Bearer sk-crash"}
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def post(url: str) -> tuple[int, str]:
+                async with session.post(f"{url}/chat/completions", json=BODY, headers=headers) as resp:
+                    await resp.read()
+                    return resp.status, resp.headers.get("X-Cache", "")
+
+            doomed = asyncio.create_task(post(leader.url))
+            await asyncio.sleep(0.5)
+            survivor = asyncio.create_task(post(waiter.url))
+            await asyncio.sleep(0.5)
+            assert fake_upstream.chat_calls == 1, "the waiter must not call upstream while the leader lives"
+            leader.kill()
+            status, cache = await asyncio.wait_for(survivor, timeout=15)
+            doomed.cancel()
+        assert status == 200
+        assert cache == "MISS"  # it led the retry itself
+        assert fake_upstream.chat_calls == 2
+    finally:
+        leader.kill()
+        await asyncio.to_thread(waiter.stop)
+        leader.close()
+        waiter.close()
