@@ -15,6 +15,7 @@ from proxy.chat import chat_completions
 from proxy.config import Settings
 from proxy.errors import error_middleware
 from proxy.handlers import CHAT_ROUTE, healthz, readyz
+from proxy.hot_tier import HotTier
 from proxy.keys import (
     ACCOUNTANT,
     CACHE,
@@ -114,7 +115,8 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = store
     if isinstance(store, RedisStore):
         app[REDIS] = store.client
-    app[CACHE] = ResponseCache(store, settings.redis_prefix)
+    hot = HotTier(settings.hot_cache_bytes) if settings.hot_cache_bytes > 0 else None
+    app[CACHE] = ResponseCache(store, settings.redis_prefix, hot=hot)
     yield
     await store.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from proxy.envelope import (
     image_urls,
     rebuild_parts,
 )
+from proxy.hot_tier import HotItem, HotTier
 from proxy.store import ByteStore, StoreError
 from proxy.streaming import replay_chunks, sse
 
@@ -32,6 +34,7 @@ class CachedEntry:
     meta: EntryMeta
     template: memoryview
     blobs: tuple[bytes, ...]
+    body: bytes | None = None  # the whole JSON body, kept ready by the hot tier
 
     def age(self, now: float) -> int:
         """Whole seconds since the entry was stored (the ``Age`` header)."""
@@ -40,6 +43,12 @@ class CachedEntry:
     def body_parts(self) -> list[bytes | memoryview]:
         """The exact JSON body first sent to a client, as parts ready to write."""
         return list(rebuild_parts(self.template, self.meta.blobs, self.blobs))
+
+    def json_body(self) -> bytes:
+        """The exact JSON body first sent to a client, in one piece."""
+        if self.body is not None:
+            return self.body
+        return b"".join(self.body_parts())
 
     def document(self) -> dict[str, Any]:
         """The response with image payloads still cut out (cheap: the template is small)."""
@@ -80,10 +89,17 @@ class ResponseCache:
     Keys: ``{prefix}:r1:{namespace}:{hash}`` for entries, ``{prefix}:blob:{sha256}`` for PNG bytes.
     """
 
-    def __init__(self, store: ByteStore, prefix: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: ByteStore,
+        prefix: str,
+        clock: Callable[[], float] = time.time,
+        hot: HotTier | None = None,
+    ) -> None:
         self.store = store
         self.prefix = prefix
         self.clock = clock
+        self.hot = hot
 
     def entry_key(self, namespace: str, digest: str) -> str:
         """Redis key of an entry."""
@@ -93,17 +109,33 @@ class ResponseCache:
         """Redis key of an image blob."""
         return f"{self.prefix}:blob:{sha256}"
 
-    async def lookup(self, key: str, max_age: int | None = None) -> CachedEntry | None:
-        """The entry under ``key`` if complete and young enough; corrupt or orphaned ones are dropped."""
+    async def lookup(  # noqa: PLR0911 - each early return is one documented way an entry is unusable
+        self, key: str, max_age: int | None = None
+    ) -> CachedEntry | None:
+        """The entry under ``key`` if complete, unexpired and young enough.
+
+        Corrupt or orphaned records are dropped. A hot entry confirmed within the last
+        ``revalidate_after`` seconds is served without touching the store; an older one costs a
+        GET of the small entry record (never the blobs) to confirm it is still the stored one.
+        """
+        now = self.clock()
+        hot = self.hot.get(key, now) if self.hot is not None else None
+        if hot is not None and self.hot is not None and now - hot.validated_at < self.hot.revalidate_after:
+            return _young(hot.entry, max_age, now)
         raw = await self.store.get(key)
         if raw is None:
+            if hot is not None and self.hot is not None:
+                self.hot.drop(key)  # purged or expired elsewhere
             return None
+        if hot is not None and raw == hot.record:
+            hot.validated_at = now
+            return _young(hot.entry, max_age, now)
         try:
             meta, template = decode_entry(raw)
         except ValueError:
             await self.store.delete([key])
             return None
-        if max_age is not None and self.clock() - meta.created > max_age:
+        if now >= meta.expires:
             return None
         blobs: tuple[bytes, ...] = ()
         if meta.blobs:
@@ -112,23 +144,46 @@ class ResponseCache:
                 await self.store.delete([key])  # a blob was evicted: the entry can't be rebuilt
                 return None
             blobs = tuple(v for v in values if v is not None)
-        return CachedEntry(key, meta, template, blobs)
+        entry = self._remember(key, raw, CachedEntry(key, meta, template, blobs), now)
+        return _young(entry, max_age, now)
 
-    async def put(self, key: str, split: SplitResponse, meta: EntryMeta, ttl: int) -> int:
+    def _remember(self, key: str, record: bytes, entry: CachedEntry, now: float) -> CachedEntry:
+        """Keep the entry hot (with its body ready) when the hot tier is on."""
+        if self.hot is None or self.hot.max_bytes <= 0:
+            return entry
+        body = entry.json_body()
+        ready = dataclasses.replace(entry, body=body)
+        size = len(record) + len(body) + sum(len(b) for b in entry.blobs)
+        self.hot.put(key, HotItem(record, ready, size, entry.meta.expires, now))
+        return ready
+
+    async def put(self, key: str, split: SplitResponse, meta: EntryMeta, ttl: int) -> CachedEntry:
         """Store blobs first, then the entry (a reader never sees an entry without its blobs).
 
-        Returns the bytes written for the entry itself.
+        Returns the stored entry, ready to serve (e.g. to coalesced followers).
         """
+        meta = dataclasses.replace(meta, expires=meta.created + ttl)
         for sha, data in split.blobs.items():
             await self.store.put_blob(self.blob_key(sha), data, ttl)
         encoded = encode_entry(meta, split.template)
         await self.store.set(key, encoded, ttl)
-        return len(encoded)
+        blobs = tuple(split.blobs[ref.sha256] for ref in split.refs)
+        entry = CachedEntry(key, meta, memoryview(split.template), blobs)
+        return self._remember(key, encoded, entry, self.clock())
 
     async def purge(self, prefix: str) -> int:
         """Delete entries under a key prefix (namespace purge); blobs expire on their own."""
+        if self.hot is not None:
+            self.hot.drop_prefix(prefix)  # other replicas notice on their next revalidation
         keys = await self.store.keys_with_prefix(prefix)
         return await self.store.delete(keys) if keys else 0
+
+
+def _young(entry: CachedEntry, max_age: int | None, now: float) -> CachedEntry | None:
+    """``Cache-Control: max-age`` from the client: older entries are not acceptable to it."""
+    if max_age is not None and now - entry.meta.created >= max_age:
+        return None
+    return entry
 
 
 def meta_for(doc: dict[str, Any], split: SplitResponse, created: float) -> EntryMeta:

@@ -251,10 +251,8 @@ async def _store(request: web.Request, chat: ChatRequest, outcome: MissOutcome) 
     split = split_response(raw, doc)
     meta = meta_for(doc, split, time.time())
     try:
-        await app[CACHE].put(chat.key, split, meta, chat.controls.ttl or settings.cache_ttl)
+        return await app[CACHE].put(chat.key, split, meta, chat.controls.ttl or settings.cache_ttl)
     except StoreError as exc:
         log.warning("cache store failed: %s", exc)
         app[METRICS].store_errors.labels("set").inc()
         return None
-    blobs = tuple(split.blobs[ref.sha256] for ref in split.refs)
-    return CachedEntry(chat.key, meta, memoryview(split.template), blobs)

@@ -42,6 +42,7 @@ class EntryMeta:
     completion_tokens: int
     images: int
     blobs: tuple[BlobRef, ...]
+    expires: float = float("inf")  # wall-clock time the entry stops being servable
 
     def to_json(self) -> bytes:
         """Compact header JSON."""
@@ -53,6 +54,7 @@ class EntryMeta:
                 "o": self.completion_tokens,
                 "i": self.images,
                 "b": [[b.offset, b.sha256, b.size] for b in self.blobs],
+                "e": self.expires if self.expires != float("inf") else None,
             }
         )
 
@@ -67,6 +69,7 @@ class EntryMeta:
             completion_tokens=int(data["o"]),
             images=int(data["i"]),
             blobs=tuple(BlobRef(int(o), str(s), int(n)) for o, s, n in data["b"]),
+            expires=float(data["e"]) if data.get("e") is not None else float("inf"),
         )
 
 

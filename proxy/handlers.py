@@ -70,7 +70,7 @@ async def serve_entry(
     request.app[METRICS].record_cache_result(entry.meta.model or request[REQUEST_MODEL], result)
     headers = {"X-Cache": result, "Age": str(entry.age(time.time())), "X-Cache-Key": digest}
     if not stream:
-        body = b"".join(entry.body_parts())
+        body = entry.json_body()
         return web.Response(body=body, content_type="application/json", headers=headers)
     response = web.StreamResponse(
         headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
