@@ -25,7 +25,13 @@ from proxy.cache import CachedEntry
 log = logging.getLogger(__name__)
 
 Kind = Literal["entry", "stored", "error", "retry"]
-_UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+# One round trip at the end of every flight: keep the error for remote followers, drop our lock,
+# tell everyone. KEYS: lock, error; ARGV: token, channel, message, error payload ('' for none).
+_ANNOUNCE = """
+if ARGV[4] ~= '' then redis.call('set', KEYS[2], ARGV[4], 'EX', 60) end
+if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
+return redis.call('publish', ARGV[2], ARGV[3])
+"""
 _REFRESH = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
     "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
@@ -74,6 +80,8 @@ class RedisFlights:
         self.lock_ms = max(100, int(lock_ttl * 1000))
         self.channel = f"{prefix}:flights"
         self._waiters: dict[str, list[asyncio.Future[bytes]]] = {}
+        self._announce = client.register_script(_ANNOUNCE)  # EVALSHA: the script is sent once
+        self._refresh = client.register_script(_REFRESH)
 
     def lock_key(self, digest: str) -> str:
         """Redis key of a flight's lock."""
@@ -94,16 +102,16 @@ class RedisFlights:
         while True:
             await asyncio.sleep(self.lock_ms / 3000)
             with contextlib.suppress(RedisError, OSError):
-                await self.client.eval(_REFRESH, 1, self.lock_key(digest), token, self.lock_ms)
+                await self._refresh(keys=[self.lock_key(digest)], args=[token, self.lock_ms])
 
     async def announce(self, digest: str, token: str, result: FlightResult) -> None:
         """Publish the outcome and drop the lock (errors first, so followers can read them)."""
         kind = "stored" if result.kind == "entry" else result.kind
-        if result.kind == "error":
-            payload = f"{result.status}\n".encode() + result.body
-            await self.client.set(self.error_key(digest), payload, ex=60)
-        await self.client.eval(_UNLOCK, 1, self.lock_key(digest), token)
-        await self.client.publish(self.channel, f"{digest} {kind}")
+        payload = f"{result.status}\n".encode() + result.body if result.kind == "error" else b""
+        await self._announce(
+            keys=[self.lock_key(digest), self.error_key(digest)],
+            args=[token, self.channel, f"{digest} {kind}", payload],
+        )
 
     async def wait(self, digest: str, max_wait: float) -> FlightResult | None:
         """Wait for the remote leader; None when its lock lapsed without an outcome."""

@@ -51,7 +51,10 @@ class CallerVerifier:
     async def mark(self, bearer: str) -> None:
         """The upstream just answered this bearer with a 2xx."""
         key = self._key(bearer)
-        self._memo[key] = time.monotonic() + min(_MEMO_SECONDS, self.ttl)
+        now = time.monotonic()
+        if self._memo.get(key, 0.0) > now + min(_MEMO_SECONDS, self.ttl) / 2:
+            return  # remembered recently enough: spare the miss path a store write
+        self._memo[key] = now + min(_MEMO_SECONDS, self.ttl)
         try:
             await self.store.set(key, b"1", self.ttl)
         except StoreError as exc:
