@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: run demo test lint bench clean venv
+.PHONY: run demo test lint bench clean venv prometheus-bin
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check proxy tests bench
 	$(BIN)/mypy --strict proxy
 
-test: lint
+# The live dashboard test runs a real Prometheus server; install it when missing (Debian/Ubuntu).
+prometheus-bin:
+	command -v prometheus >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus)
+
+test: lint prometheus-bin
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

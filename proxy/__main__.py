@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the proxy")
     _serve_flags(serve)
+    demo = sub.add_parser("demo", help="run the proxy in front of a built-in simulated upstream")
+    _serve_flags(demo)
+    sub.add_parser("keys", help="manage proxy keys via the admin API (see: keys --help)", add_help=False)
     return parser
 
 
@@ -94,16 +97,17 @@ def serve(settings: Settings) -> int:
         ctx.Process(target=_run_worker, args=(settings, metrics_dir, True), daemon=False)
         for _ in range(settings.workers)
     ]
-    for proc in procs:
-        proc.start()
 
     def _stop(signum: int, _frame: object) -> None:
         for proc in procs:
-            if proc.is_alive():
-                os.kill(proc.pid or 0, signal.SIGINT)
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signal.SIGINT)
 
+    # Installed before the workers start, so an early SIGTERM cannot orphan them.
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    for proc in procs:
+        proc.start()
     for proc in procs:
         proc.join()
     shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -112,6 +116,11 @@ def serve(settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and ``python -m proxy``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["keys"]:
+        from proxy.cli_keys import main as keys_main  # noqa: PLC0415 - a client; needs no server
+
+        return keys_main(argv[1:], os.environ)
     args = build_parser().parse_args(argv)
     command = args.command or "serve"
     try:
@@ -121,8 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if command == "serve":
         return serve(settings)
+    if command == "demo":
+        from proxy.demo import demo  # noqa: PLC0415 - only the demo needs the simulator
+
+        return demo(settings, sys.stdout)
     return 2
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m proxy` runs this file as `__main__`, a name spawned workers cannot import, so
+    # `_run_worker` would not unpickle in them. Run the same code imported under its real name.
+    from proxy.__main__ import main as _main
+
+    sys.exit(_main())

@@ -10,6 +10,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
 from proxy.accounting import Accountant
+from proxy.admin import add_admin_routes, admin_auth_middleware
 from proxy.cache import ResponseCache
 from proxy.chat import chat_completions
 from proxy.config import Settings
@@ -30,8 +31,8 @@ from proxy.keys import (
     STORE,
     VERIFIER,
 )
+from proxy.managed import managed_ctx, managed_passthrough
 from proxy.metrics import ProxyMetrics, render_latest
-from proxy.passthrough import passthrough
 from proxy.pricing import PriceTable, parse_price_overrides
 from proxy.singleflight import RedisFlights, SingleFlight, listening
 from proxy.store import ByteStore, MemoryStore, RedisStore
@@ -55,7 +56,10 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         return response
     finally:
         route = CHAT_ROUTE if request.path == CHAT_ROUTE else "/v1/other"
-        sent = response.body_length if response is not None else 0
+        sent = 0
+        if response is not None:
+            # A plain web.Response is written after the middleware returns: use its known length.
+            sent = response.body_length if response.prepared else (response.content_length or 0)
         request.app[METRICS].observe_request(
             route,
             request.get(REQUEST_MODEL, "none"),
@@ -88,7 +92,7 @@ def create_app(
     """Build the proxy. Nothing is opened until the app starts (so it starts while Redis is down)."""
     registry = registry if registry is not None else CollectorRegistry()
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware],
+        middlewares=[metrics_middleware, error_middleware, admin_auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -101,11 +105,14 @@ def create_app(
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_session_ctx)
     app.cleanup_ctx.append(_flights_ctx)
+    app.cleanup_ctx.append(managed_ctx)
     app.router.add_post(CHAT_ROUTE, chat_completions)
-    app.router.add_route("*", "/v1/{tail:.*}", passthrough)
+    app.router.add_route("*", "/v1/{tail:.*}", managed_passthrough)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
+    if settings.admin_token is not None:
+        add_admin_routes(app)
     return app
 
 

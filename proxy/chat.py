@@ -12,13 +12,17 @@ import orjson
 from aiohttp import web
 
 from proxy.accounting import Usage
+from proxy.auth import managed_namespace
 from proxy.cache import CachedEntry, meta_for
 from proxy.cache_key import cache_hash
 from proxy.envelope import image_urls, split_response
+from proxy.errors import ProxyError
 from proxy.forward import MissOutcome, forward_miss
 from proxy.handlers import bearer_of, cache_namespace, key_alias, read_body, serve_entry
 from proxy.keys import (
     ACCOUNTANT,
+    AUTH,
+    BUDGETS,
     CACHE,
     FLIGHTS,
     METRICS,
@@ -28,6 +32,7 @@ from proxy.keys import (
     SETTINGS,
     VERIFIER,
 )
+from proxy.keystore import ManagedKey
 from proxy.request import CacheControls, parse_chat_body, wants_stream, wants_usage
 from proxy.singleflight import RETRY, FlightResult, Leadership
 from proxy.store import StoreError
@@ -57,16 +62,24 @@ class ChatRequest:
     namespace: str | None
     digest: str
     key: str
+    managed: ManagedKey | None = None  # a proxy-issued key: budget enforced, upstream key used
 
 
 async def _parse(request: web.Request) -> ChatRequest:
     app = request.app
     settings = app[SETTINGS]
+    bearer = bearer_of(request)
+    managed = await app[AUTH].resolve(bearer)  # 401 before reading a body we will not use
     raw = await read_body(request, settings.max_body_bytes)
     body = parse_chat_body(raw)
     controls = CacheControls.from_headers(request.headers)
-    bearer = bearer_of(request)
-    namespace = cache_namespace(settings, bearer, controls.namespace)
+    if managed is not None:
+        await app[BUDGETS].admit(managed, body["model"])
+        # Never verified upstream nor forwarded: the proxy presents its own key for managed keys.
+        bearer = None
+        namespace: str | None = managed_namespace(managed, settings.cache_scope, controls.namespace)
+    else:
+        namespace = cache_namespace(settings, bearer, controls.namespace)
     digest = cache_hash(body, namespace or "")
     request[REQUEST_MODEL] = body["model"]
     return ChatRequest(
@@ -76,11 +89,12 @@ async def _parse(request: web.Request) -> ChatRequest:
         stream=wants_stream(body),
         usage_asked=wants_usage(body),
         bearer=bearer,
-        alias=key_alias(bearer),
+        alias=managed.alias if managed is not None else key_alias(bearer),
         controls=controls,
         namespace=namespace,
         digest=digest,
         key=app[CACHE].entry_key(namespace or "", digest),
+        managed=managed,
     )
 
 
@@ -112,7 +126,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def _quiet_lookup(request: web.Request, chat: ChatRequest) -> CachedEntry | None:
     try:
-        return await request.app[CACHE].lookup(chat.key)
+        return await request.app[CACHE].lookup(chat.key, chat.controls.max_age)
     except StoreError:
         return None
 
@@ -129,9 +143,10 @@ async def _serve_cached(
             request[REQUEST_CACHE] = "none"
             return web.Response(status=refusal.status, body=refusal.body, content_type="application/json")
     meta = entry.meta
-    app[ACCOUNTANT].saved(
-        chat.model, chat.alias, Usage(meta.prompt_tokens, meta.completion_tokens, meta.images)
-    )
+    usage = Usage(meta.prompt_tokens, meta.completion_tokens, meta.images)
+    saved = app[ACCOUNTANT].saved(chat.model, chat.alias, usage)
+    if chat.managed is not None:
+        await app[BUDGETS].on_hit(chat.managed, chat.model, usage, saved)
     return await serve_entry(
         request, entry, stream=chat.stream, usage_asked=chat.usage_asked, digest=chat.digest, result=result
     )
@@ -191,6 +206,9 @@ async def _forward(
 ) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
+    reservation = None
+    if chat.managed is not None:  # 429 here, before anything is forwarded
+        reservation = await app[BUDGETS].reserve(chat.managed, chat.model, chat.raw, chat.body)
     request[REQUEST_CACHE] = result
     app[METRICS].record_cache_result(chat.model, result)
     upstream_body = chat.raw
@@ -198,19 +216,37 @@ async def _forward(
         # Usage is how we account a stream; the client still sees exactly what it asked for.
         options = {**(chat.body.get("stream_options") or {}), "include_usage": True}
         upstream_body = orjson.dumps({**chat.body, "stream_options": options})
-    writer, outcome = await forward_miss(
-        request,
-        session=app[SESSION],
-        url=f"{settings.upstream_base}/chat/completions",
-        body=upstream_body,
-        headers=forward_headers(request.headers, request.headers.get("Authorization")),
-        extra_headers={"X-Cache": result, "X-Cache-Key": chat.digest},
-        stream=chat.stream,
-        client_wants_usage=chat.usage_asked,
-        keep_limit=settings.cache_max_entry_bytes,
-        finish_on_disconnect=settings.finish_on_disconnect,
-    )
-    _account(request, chat, outcome)
+    authorization = request.headers.get("Authorization")
+    if chat.managed is not None:
+        authorization = app[AUTH].upstream_authorization()
+    try:
+        writer, outcome = await forward_miss(
+            request,
+            session=app[SESSION],
+            url=f"{settings.upstream_base}/chat/completions",
+            body=upstream_body,
+            headers=forward_headers(request.headers, authorization),
+            extra_headers={"X-Cache": result, "X-Cache-Key": chat.digest},
+            stream=chat.stream,
+            client_wants_usage=chat.usage_asked,
+            keep_limit=settings.cache_max_entry_bytes,
+            finish_on_disconnect=settings.finish_on_disconnect,
+        )
+    except ProxyError:
+        if chat.managed is not None:  # the upstream never answered: nothing was billed
+            await app[BUDGETS].release(chat.managed, reservation)
+        raise
+    cost = _account(request, chat, outcome)
+    if chat.managed is not None:
+        # A 200 without usage (cut stream, client gone) keeps the estimate: it may have been billed.
+        await app[BUDGETS].settle(
+            chat.managed,
+            reservation,
+            model=chat.model,
+            usage=outcome.usage,
+            cost_micro=cost,
+            billed_unknown=outcome.status == 200,
+        )
     if chat.bearer is not None and 200 <= outcome.status < 300:
         await app[VERIFIER].mark(chat.bearer)
     entry = None
@@ -227,7 +263,8 @@ async def _forward(
     return writer.response
 
 
-def _account(request: web.Request, chat: ChatRequest, outcome: MissOutcome) -> None:
+def _account(request: web.Request, chat: ChatRequest, outcome: MissOutcome) -> int | None:
+    """Record the upstream call in metrics; its cost in micro-USD, None without usage."""
     metrics = request.app[METRICS]
     model_label = metrics.model_label(chat.model)
     metrics.upstream_duration.labels(model_label).observe(outcome.upstream_seconds)
@@ -236,7 +273,10 @@ def _account(request: web.Request, chat: ChatRequest, outcome: MissOutcome) -> N
         metrics.record_upstream_error(outcome.error_kind)
     if outcome.usage is not None:
         images = len(image_urls(outcome.document)) if outcome.document is not None else 0
-        request.app[ACCOUNTANT].spent(chat.model, chat.alias, Usage.from_mapping(outcome.usage, images))
+        return request.app[ACCOUNTANT].spent(
+            chat.model, chat.alias, Usage.from_mapping(outcome.usage, images)
+        )
+    return None
 
 
 async def _store(request: web.Request, chat: ChatRequest, outcome: MissOutcome) -> CachedEntry | None:

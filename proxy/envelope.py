@@ -181,8 +181,15 @@ def decode_entry(data: bytes) -> tuple[EntryMeta, memoryview]:
     if magic != MAGIC or _HEADER.size + header_len > len(data):
         raise ValueError("not a cache entry")
     view = memoryview(data)
-    meta = EntryMeta.from_json(view[_HEADER.size : _HEADER.size + header_len])
+    try:
+        meta = EntryMeta.from_json(view[_HEADER.size : _HEADER.size + header_len])
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+        # A wrong-shaped header must look like any other junk to the caller, not crash a request.
+        raise ValueError(f"bad entry header: {exc!r}") from None
     template = view[_HEADER.size + header_len :]
-    if any(ref.offset > len(template) for ref in meta.blobs):
-        raise ValueError("blob offset beyond template")
+    cursor = 0
+    for ref in meta.blobs:
+        if not cursor <= ref.offset <= len(template) or ref.size < 0:
+            raise ValueError("blob offsets out of order or beyond template")
+        cursor = ref.offset
     return meta, template

@@ -8,8 +8,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from proxy.accounting import Accountant
+from proxy.auth import KeyAuthenticator
+from proxy.budget_guard import BudgetGuard
 from proxy.cache import ResponseCache
 from proxy.config import Settings
+from proxy.keystore import KeyStore
 from proxy.metrics import ProxyMetrics
 from proxy.singleflight import SingleFlight
 from proxy.store import ByteStore
@@ -25,6 +28,9 @@ ACCOUNTANT = web.AppKey("accountant", Accountant)
 FLIGHTS = web.AppKey("flights", SingleFlight)
 VERIFIER = web.AppKey("verifier", CallerVerifier)
 REDIS = web.AppKey("redis", aioredis.Redis)
+KEYSTORE = web.AppKey("keystore", KeyStore)
+AUTH = web.AppKey("auth", KeyAuthenticator)
+BUDGETS = web.AppKey("budgets", BudgetGuard)
 
 # Per-request facts the metrics middleware reads after the handler ran.
 REQUEST_MODEL = web.RequestKey("model", str)

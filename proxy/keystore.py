@@ -106,12 +106,13 @@ class StaticKey:
         settings = {k: v for k, v in entry.items() if k in _UPDATABLE}
         settings.setdefault("alias", key_id)
         if entry.get("budget_usd") is not None:
-            settings["budget_micro"] = _usd_to_micro(entry["budget_usd"])
+            settings["budget_micro"] = usd_to_micro(entry["budget_usd"])
         # _validated checked every field's type.
         return cls(id=key_id, secret_sha256=digest, **_validated(settings))  # type: ignore[arg-type]
 
 
-def _usd_to_micro(usd: object) -> int:
+def usd_to_micro(usd: object) -> int:
+    """A USD amount from config or the admin API as exact integer micro-USD."""
     # Decimal, not float arithmetic: 1.1 USD must be exactly 1_100_000 micro-USD.
     error = InvalidKeySettings("budget_usd must be a non-negative number")
     if isinstance(usd, bool) or not isinstance(usd, int | float | str):
@@ -435,3 +436,7 @@ class RedisKeyStore(_Base):
     async def _ids(self) -> set[str]:
         members = await self._client.smembers(self._id_set)
         return {_bytes(m).decode() for m in members}
+
+    async def any_keys(self) -> bool:
+        """True once any key exists; SCARD, so asking on the request path stays cheap."""
+        return bool(await self._client.scard(self._id_set))

@@ -14,7 +14,7 @@ MAX_CACHE_TTL = 365 * 86400
 
 _NUMBER = (int, float)
 # Known fields and the JSON types they must have; a wrong type is refused before forwarding.
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,),
     "messages": (list,),
     "stream": (bool,),
@@ -50,7 +50,7 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
     for name in ("model", "messages"):
         if name not in body:
             raise bad_request(f"Missing required parameter: '{name}'.", param=name)
-    for name, types in _FIELD_TYPES.items():
+    for name, types in FIELD_TYPES.items():
         value = body.get(name)
         if value is None and name not in ("model", "messages"):
             continue

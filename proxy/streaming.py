@@ -188,7 +188,9 @@ def replay_chunks(doc: dict[str, Any], include_usage: bool) -> Iterator[dict[str
     for choice in doc.get("choices") or ():
         index = int(choice.get("index", 0))
         message = choice.get("message") or {}
-        yield chunk(index, {"role": message.get("role", "assistant"), "content": ""})
+        # A null content (tool calls, images only) must stay null after re-assembly, as OpenAI streams it.
+        opening = "" if message.get("content") is not None else None
+        yield chunk(index, {"role": message.get("role", "assistant"), "content": opening})
         if message.get("content"):
             yield chunk(index, {"content": message["content"]})
         if message.get("refusal"):

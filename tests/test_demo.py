@@ -1,0 +1,121 @@
+"""`llm-cache-proxy demo`: proxy + simulated upstream in one command, with what to try printed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from proxy.demo import DEMO_KEY, IMAGE_MODEL, instructions
+from tests.e2e_helpers import chat_body
+from tests.proxy_harness import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    """``python -m proxy demo --port <free>`` with the in-memory store (no PROXY_* from outside)."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PROXY_")}
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "demo", "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield proc, port, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def _wait_ready(proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while "Press Ctrl-C" not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"demo did not start (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
+        await asyncio.sleep(0.1)
+
+
+def _costs(text: str) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in {"llm_proxy_cost_usd_total", "llm_proxy_cost_saved_usd_total"}:
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
+
+
+async def test_demo_serves_miss_then_hit_and_shows_cost(
+    demo: tuple[subprocess.Popen[bytes], int, Path],
+) -> None:
+    """Image MISS then fast HIT, cost in /metrics, the printed SDK snippet works, SIGTERM exits 0."""
+    proc, port, log = demo
+    await _wait_ready(proc, log)
+    printed = log.read_text()
+    assert f"http://127.0.0.1:{port}/v1" in printed
+    assert "curl" in printed
+    assert "llm_proxy_cost" in printed
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    headers = {"Authorization": f"Bearer {DEMO_KEY}"}
+    seen = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(2):
+            started = time.perf_counter()
+            async with session.post(
+                url, json=chat_body("a red bicycle", IMAGE_MODEL), headers=headers
+            ) as reply:
+                assert reply.status == 200, await reply.text()
+                body = await reply.json()
+            seen.append((reply.headers["X-Cache"], time.perf_counter() - started))
+            image = body["choices"][0]["message"]["images"][0]["image_url"]["url"]
+            assert len(image) > 1_000_000  # a realistic ~1.5 MB PNG, base64-encoded
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as reply:
+            metrics = await reply.text()
+    (first, miss_s), (second, hit_s) = seen
+    assert (first, second) == ("MISS", "HIT")
+    assert miss_s >= 1.5  # the simulated image model takes ~2 s
+    assert hit_s < miss_s / 4
+    costs = _costs(metrics)
+    assert costs["llm_proxy_cost_usd_total"] == pytest.approx(0.0387, abs=1e-4)
+    assert costs["llm_proxy_cost_saved_usd_total"] == pytest.approx(0.0387, abs=1e-4)
+    snippet = re.search(r"python -c '(.+)'", printed)
+    assert snippet is not None
+    sdk = subprocess.run(
+        [sys.executable, "-c", snippet.group(1)], capture_output=True, timeout=30, check=False
+    )
+    assert sdk.returncode == 0, sdk.stderr.decode()[-2000:]
+    assert sdk.stdout.strip()  # the printed openai snippet got an answer
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0, log.read_text()[-3000:]
+    assert "demo stopped" in log.read_text()
+
+
+def test_printed_sdk_snippet_and_curl_commands_are_well_formed() -> None:
+    """The printed commands aim at the proxy, with the demo key, and the Python one-liner compiles."""
+    text = instructions("http://127.0.0.1:8080", "http://127.0.0.1:1234/v1", "in-memory")
+    assert text.count("curl ") == 3
+    assert text.count(f"Bearer {DEMO_KEY}") == 2
+    snippet = re.search(r"python -c '(.+)'", text)
+    assert snippet is not None
+    compile(snippet.group(1), "<demo snippet>", "exec")
+    assert 'base_url="http://127.0.0.1:8080/v1"' in snippet.group(1)

@@ -1,0 +1,175 @@
+"""Redis going away and coming back: the proxy serves from upstream (BYPASS), counts it, recovers."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.e2e_helpers import chat_body, chat_raw, send_raw
+from tests.fake_upstream import FakeUpstream
+from tests.proxy_harness import ProxyServer, free_port, proxy_settings
+
+REDIS_SERVER = "/usr/bin/redis-server"
+BODY = chat_body("a stormy sea")
+OTHER = chat_body("a calm lake")
+
+
+class RedisProcess:
+    """A throwaway redis-server on a fixed port that a test can stop and start again."""
+
+    def __init__(self, port: int, workdir: str) -> None:
+        self.port = port
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start and wait (bounded) until it answers PING."""
+        self.proc = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.workdir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client = redis.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.2)
+                try:
+                    if client.ping():
+                        return
+                finally:
+                    client.close()
+            except (redis.RedisError, OSError):
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                pytest.fail(f"redis-server on port {self.port} never answered")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Terminate and reap the process."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisProcess]:
+    """A dedicated redis-server (not started yet) this test may kill; always stopped afterwards."""
+    if not shutil.which(REDIS_SERVER):
+        pytest.fail(f"{REDIS_SERVER} is needed for the outage tests (apt-get install redis-server)")
+    workdir = tempfile.mkdtemp(prefix="lcp-outage-")
+    server = RedisProcess(free_port(), workdir)
+    yield server
+    server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def store_errors(proxy: ProxyServer) -> float:
+    """Sum of ``llm_proxy_store_errors_total`` over its labels."""
+    total = 0.0
+    for metric in proxy.registry.collect():
+        if metric.name == "llm_proxy_store_errors":
+            total += sum(s.value for s in metric.samples if s.name == "llm_proxy_store_errors_total")
+    return total
+
+
+async def readyz(proxy: ProxyServer) -> int:
+    """Status of ``GET /readyz``."""
+    return (await send_raw(f"{proxy.base}/readyz", None, method="GET")).status
+
+
+async def assert_recovers(proxy: ProxyServer, upstream: FakeUpstream, body: dict[str, object]) -> None:
+    """Within a few seconds of Redis being back, requests miss then hit again."""
+    deadline = time.monotonic() + 5
+    while (reply := await chat_raw(proxy, body)).headers["X-Cache"] != "MISS":
+        assert reply.status == 200
+        assert time.monotonic() < deadline, "the proxy did not go back to the cache"
+        await asyncio.sleep(0.1)
+    calls = upstream.chat_calls
+    hit = await chat_raw(proxy, body)
+    assert hit.headers["X-Cache"] == "HIT"
+    assert hit.body == reply.body
+    assert upstream.chat_calls == calls
+    assert await readyz(proxy) == 200
+
+
+async def test_redis_outage_bypasses_then_recovers(
+    own_redis: RedisProcess, fake_upstream: FakeUpstream, key_prefix: str
+) -> None:
+    """Redis dies: requests go upstream quickly with BYPASS, readyz 503, errors counted; then it recovers."""
+    own_redis.start()
+    async with ProxyServer(proxy_settings(fake_upstream.url, own_redis.url, key_prefix)) as proxy:
+        first = await chat_raw(proxy, BODY)
+        second = await chat_raw(proxy, BODY)
+        assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("MISS", "HIT")
+        assert await readyz(proxy) == 200
+        errors_before = store_errors(proxy)
+
+        own_redis.stop()
+        # The entry just served may still be answered from the in-process hot tier; never an error.
+        recent = await chat_raw(proxy, BODY)
+        assert recent.status == 200
+        assert recent.headers["X-Cache"] in {"HIT", "BYPASS"}
+        calls = fake_upstream.chat_calls
+        started = time.monotonic()
+        down = await chat_raw(proxy, OTHER)
+        elapsed = time.monotonic() - started
+        assert down.status == 200
+        assert down.headers["X-Cache"] == "BYPASS"
+        assert elapsed < 2, elapsed
+        assert fake_upstream.chat_calls == calls + 1
+        assert down.json()["choices"][0]["message"]["content"].startswith("Echo: a calm lake")
+        streamed = await chat_raw(proxy, {**OTHER, "stream": True})
+        assert streamed.status == 200
+        assert streamed.headers["X-Cache"] == "BYPASS"
+        assert streamed.body.endswith(b"data: [DONE]\n\n")
+        assert await readyz(proxy) == 503
+        assert store_errors(proxy) > errors_before
+        metrics = await send_raw(f"{proxy.base}/metrics", None, method="GET")
+        assert b"llm_proxy_store_errors_total" in metrics.body
+
+        own_redis.start()  # same port, empty (no persistence)
+        await assert_recovers(proxy, fake_upstream, OTHER)
+
+
+async def test_proxy_starts_while_redis_is_down(
+    own_redis: RedisProcess, fake_upstream: FakeUpstream, key_prefix: str
+) -> None:
+    """The proxy starts with Redis down, serves BYPASS, and caches once Redis comes up."""
+    settings = proxy_settings(fake_upstream.url, own_redis.url, key_prefix)
+    async with ProxyServer(settings) as proxy:
+        started = time.monotonic()
+        reply = await chat_raw(proxy, BODY)
+        assert reply.status == 200
+        assert reply.headers["X-Cache"] == "BYPASS"
+        assert time.monotonic() - started < 2
+        assert await readyz(proxy) == 503
+        health = await send_raw(f"{proxy.base}/healthz", None, method="GET")
+        assert health.status == 200
+
+        own_redis.start()
+        await assert_recovers(proxy, fake_upstream, BODY)
