@@ -234,6 +234,9 @@ async def test_request_counts_and_hit_ratio_match_what_was_sent(live: LiveRun) -
     assert await prom.value(f'min_over_time(up{{job="{JOB}"}}[10m])', at) == 1  # no failed scrape
     assert ratios
     assert all(0 < ratio < 1 for ratio in ratios), ratios
+    # Non-streamed image hits are ~2 MB each: they must count in bytes served, not only streams.
+    hit_bytes = await prom.value('sum(llm_proxy_bytes_served_total{cache="hit"})', at)
+    assert hit_bytes >= traffic.image_hits * 1_500_000
 
 
 def test_proxy_metrics_agree_with_the_tally(live: LiveRun) -> None:
