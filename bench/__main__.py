@@ -1,0 +1,130 @@
+"""``python -m bench``: run the benchmark matrix and write ``bench/RESULTS.md`` + raw JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from bench.context import Options
+from bench.load import pick_generator
+from bench.machine import ROOT, litellm_available, machine_info
+from bench.matrix import SCENARIOS, plan
+from bench.report import render
+from bench.runner import Runner, RunSetup, connect_redis, log, new_run_id
+from bench.targets import verdicts
+
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one worker only, shorter runs (~1-2 min)")
+    parser.add_argument("--duration", type=float, help="seconds per load run (default 6, quick 3)")
+    parser.add_argument("--concurrency", type=int, default=8, help="connections of the load generator")
+    parser.add_argument(
+        "--scenario", action="append", default=[], choices=SCENARIOS, help="repeatable filter"
+    )
+    parser.add_argument("--loadgen", choices=("auto", "wrk", "aiohttp"), default="auto")
+    parser.add_argument(
+        "--miss-samples", type=int, help="sequential misses per side (default 200, quick 100)"
+    )
+    parser.add_argument("--image-bytes", type=int, default=1_500_000, help="approximate PNG size")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out", help="raw JSON and child logs")
+    return parser
+
+
+async def _main(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    load_before = _loadavg()
+    generator = pick_generator(args.loadgen)
+    opts = Options(
+        duration=args.duration or (3.0 if args.quick else 6.0),
+        concurrency=args.concurrency,
+        generator=generator,
+        run_id=new_run_id(),
+        miss_samples=args.miss_samples or (100 if args.quick else 200),
+    )
+    redis_url = os.environ.get("PROXY_BENCH_REDIS_URL", DEFAULT_REDIS)
+    cells = plan(args.quick, args.scenario)
+    redis_client, redis_version = await connect_redis(redis_url)
+    if redis_client is None:
+        log(f"bench: Redis not reachable at {redis_url}: Redis cells are skipped (set PROXY_BENCH_REDIS_URL)")
+    log(
+        f"bench: run {opts.run_id}, {generator}, {opts.duration:g} s per load run, "
+        f"concurrency {opts.concurrency}"
+    )
+    runner = Runner(opts, RunSetup(redis_url, args.out, args.image_bytes), redis_client)
+    try:
+        results = await runner.run(cells)
+    finally:
+        if redis_client is not None:
+            await redis_client.aclose()
+    elapsed = time.monotonic() - started
+    now = datetime.now(UTC)
+    settings = {
+        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": ("quick" if args.quick else "full")
+        + (f", scenarios {', '.join(args.scenario)}" if args.scenario else ""),
+        "load generator": f"{generator} (closed loop, {opts.concurrency} connections, "
+        f"{'threads = proxy workers' if generator == 'wrk' else 'one process'})",
+        "duration per load run": f"{opts.duration:g} s",
+        "miss-latency samples": f"{opts.miss_samples} per side",
+        "image size": f"~{args.image_bytes:,} B PNG",
+        "load average (1/5/15 min) before / after": f"{load_before} / {_loadavg()}",
+        "Redis": _safe_url(redis_url) + ("" if redis_client is not None else " (unreachable)"),
+    }
+    info = machine_info(redis_version, generator)
+    args.results.write_text(render(results, info, settings, litellm_available(), elapsed))
+    args.out.mkdir(parents=True, exist_ok=True)
+    raw = {"settings": settings, "machine": info, "elapsed_s": elapsed, **results.to_json()}
+    raw["targets"] = [_verdict(v) for v in verdicts(results)]
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    for path in (args.out / f"results-{stamp}.json", args.out / "latest.json"):
+        path.write_bytes(orjson.dumps(raw, option=orjson.OPT_INDENT_2))
+    log(f"bench: wrote {args.results} and {args.out}/latest.json in {elapsed:.0f} s")
+    problems = results.problems()
+    if problems:
+        log(f"bench: {len(problems)} check(s) failed, see {args.results}")
+    return 1 if problems else 0
+
+
+def _loadavg() -> str:
+    """Other work on the machine skews every number; the report shows how busy it was."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def _safe_url(url: str) -> str:
+    """The Redis URL without its password (RESULTS.md gets committed)."""
+    parsed = urlsplit(url)
+    if parsed.password is None:
+        return url
+    host = parsed.hostname or ""
+    netloc = f"{parsed.username or ''}:***@{host}" + (f":{parsed.port}" if parsed.port else "")
+    return urlunsplit(parsed._replace(netloc=netloc))
+
+
+def _verdict(v: object) -> dict[str, object]:
+    return {name: getattr(v, name) for name in ("target", "cell", "goal", "measured", "met")}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    return asyncio.run(_main(build_parser().parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Runs the matrix: upstream once, direct baselines, then each proxy configuration in turn."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from bench.context import Options, Target, UpstreamControl
+from bench.machine import ROOT
+from bench.matrix import THROUGHPUT_SCENARIOS, Cell, ProxyConfig
+from bench.probes import coalesce, delete_prefixed, miss_latency, redis_memory
+from bench.procs import Child, free_port, log_errors, spawn, stop
+from bench.results import RunResults, ThroughputResult, direct_kind
+from bench.throughput import run_throughput
+
+# A scenario that fails is reported and the run goes on with the next one.
+_SCENARIO_ERRORS = (aiohttp.ClientError, RedisError, RuntimeError, OSError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSetup:
+    """Where things are and how big the images are."""
+
+    redis_url: str
+    out_dir: Path
+    image_bytes: int
+
+
+def log(message: str) -> None:
+    """Progress on stderr (stdout stays free for callers)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _child_env(extra: dict[str, str]) -> dict[str, str]:
+    # A PROXY_* variable of the caller's shell must not change what is measured.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    return {**env, **extra}
+
+
+async def start_upstream(setup: RunSetup) -> Child:
+    """``bench.upstream`` on a free port, upstream latency 0."""
+    port = free_port()
+    args = ["-m", "bench.upstream", "--port", str(port), "--image-bytes", str(setup.image_bytes)]
+    log_path = setup.out_dir / "logs" / "upstream.log"
+    return await spawn("upstream", args, _child_env({}), log_path, f"http://127.0.0.1:{port}", "/_stats")
+
+
+async def start_proxy(config: ProxyConfig, upstream: Child, setup: RunSetup, prefix: str) -> Child:
+    """``python -m proxy serve`` for one configuration, with its own Redis key prefix."""
+    port = free_port()
+    args = ["-m", "proxy", "serve", "--workers", str(config.workers), "--port", str(port)]
+    args += ["--upstream-url", upstream.base + "/v1", "--log-level", "warning"]
+    extra = {"PROXY_REDIS_PREFIX": prefix, "PROXY_SHUTDOWN_GRACE": "2", "PROXY_UPSTREAM_TIMEOUT": "60"}
+    if config.store == "redis":
+        args += ["--redis-url", setup.redis_url]
+    if not config.hot_cache:
+        extra["PROXY_HOT_CACHE_BYTES"] = "0"  # honoured once the proxy has a hot tier
+    log_path = setup.out_dir / "logs" / f"proxy-{config.slug}.log"
+    return await spawn(
+        f"proxy {config.label}", args, _child_env(extra), log_path, f"http://127.0.0.1:{port}", "/healthz"
+    )
+
+
+def _summary(row: ThroughputResult) -> str:
+    load = row.load
+    status = "ok" if not row.problems else "FAIL " + "; ".join(row.problems)
+    return (
+        f"{row.load.rps:9,.0f} req/s  p50 {load.p50_ms:7.2f} ms  p99 {load.p99_ms:7.2f} ms  "
+        f"cpu {row.cpu_ms_per_request:.3f} ms/req  {status}"
+    )
+
+
+class Runner:
+    """Holds the shared pieces of one run; ``run`` fills ``results``."""
+
+    def __init__(self, opts: Options, setup: RunSetup, redis_client: aioredis.Redis | None) -> None:
+        self.opts = opts
+        self.setup = setup
+        self.redis = redis_client
+        self.results = RunResults()
+
+    async def run(self, cells: Sequence[Cell]) -> RunResults:
+        """Everything, always stopping what it started."""
+        upstream = await start_upstream(self.setup)
+        try:
+            async with aiohttp.ClientSession() as session:
+                control = UpstreamControl(session, upstream.base)
+                direct = Target("direct", upstream.base, upstream.pid)
+                await self._direct_baselines(cells, direct, control, session)
+                for cell in cells:
+                    await self._cell(cell, upstream, direct, control, session)
+        finally:
+            await stop(upstream)
+        return self.results
+
+    async def _direct_baselines(
+        self, cells: Sequence[Cell], direct: Target, control: UpstreamControl, session: aiohttp.ClientSession
+    ) -> None:
+        kinds = {direct_kind(s): None for c in cells for s in c.scenarios if s in THROUGHPUT_SCENARIOS}
+        for kind in kinds:
+            try:
+                row = await run_throughput(kind, direct, self.opts, control, session)
+            except _SCENARIO_ERRORS as exc:
+                self.results.errors.append(f"direct {kind}: {exc!r}")
+                log(f"[direct]            {kind:17} ERROR {exc!r}")
+                continue
+            self.results.throughput.append(row)
+            log(f"[direct]            {kind:17} {_summary(row)}")
+
+    async def _cell(
+        self,
+        cell: Cell,
+        upstream: Child,
+        direct: Target,
+        control: UpstreamControl,
+        session: aiohttp.ClientSession,
+    ) -> None:
+        config = cell.config
+        if config.store == "redis" and self.redis is None:
+            self.results.errors.append(
+                f"{config.label}: skipped, Redis not reachable at {self.setup.redis_url}"
+            )
+            return
+        prefix = f"lcpbench:{self.opts.run_id}:{config.slug}"
+        proxy = await start_proxy(config, upstream, self.setup, prefix)
+        target = Target(config.label, proxy.base, proxy.pid, config.workers, config.store, config.hot_cache)
+        try:
+            for scenario in cell.scenarios:
+                try:
+                    await self._scenario(scenario, target, direct, control, session, prefix)
+                except _SCENARIO_ERRORS as exc:
+                    self.results.errors.append(f"{config.label} {scenario}: {exc!r}")
+                    log(f"[{config.label:17}] {scenario:17} ERROR {exc!r}")
+        finally:
+            await stop(proxy)
+            self.results.proxy_log_errors[config.label] = log_errors(proxy)
+            if self.redis is not None and config.store == "redis":
+                await delete_prefixed(self.redis, prefix)
+
+    async def _scenario(
+        self,
+        scenario: str,
+        target: Target,
+        direct: Target,
+        control: UpstreamControl,
+        session: aiohttp.ClientSession,
+        prefix: str,
+    ) -> None:
+        head = f"[{target.label:17}] {scenario:17}"
+        if scenario in THROUGHPUT_SCENARIOS:
+            row = await run_throughput(scenario, target, self.opts, control, session)
+            self.results.throughput.append(row)
+            log(f"{head} {_summary(row)}")
+        elif scenario == "miss_latency":
+            miss = await miss_latency(target, direct, self.opts, control)
+            self.results.miss_latency.append(miss)
+            log(
+                f"{head} proxy p50 {miss.proxy_p50_ms:.3f} ms / direct p50 {miss.direct_p50_ms:.3f} ms"
+                f" -> added {miss.added_p50_ms:+.3f} ms (p99 {miss.added_p99_ms:+.3f} ms)"
+            )
+        elif scenario == "coalesce32":
+            flight = await coalesce(target, self.opts, control)
+            self.results.coalesce.append(flight)
+            log(
+                f"{head} {flight.upstream_calls} upstream call(s), "
+                f"X-Cache {flight.x_cache} {flight.problems or ''}"
+            )
+        elif scenario == "redis_memory" and self.redis is not None:
+            memory = await redis_memory(target, self.opts, session, self.redis, prefix)
+            self.results.redis_memory.append(memory)
+            log(
+                f"{head} {memory.total_bytes:,} B in Redis for a {memory.png_bytes:,} B PNG "
+                f"({memory.ratio:.3f}x)"
+            )
+
+
+async def connect_redis(url: str) -> tuple[aioredis.Redis | None, str]:
+    """A client and the server version, or (None, '') when Redis does not answer."""
+    client = aioredis.from_url(url)
+    try:
+        info = await client.info("server")
+    except (RedisError, OSError):
+        await client.aclose()
+        return None, ""
+    return client, str(info.get("redis_version", "unknown"))
+
+
+def new_run_id() -> str:
+    """Short unique id: prompts and Redis prefixes of this run never meet an earlier run's."""
+    return uuid.uuid4().hex[:8]
