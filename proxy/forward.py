@@ -49,6 +49,13 @@ class ClientWriter:
         self.gone = False
         self.finished = False
 
+    async def prepare(self, request: web.Request) -> None:
+        """Send the headers; a client already gone is noted, not raised."""
+        try:
+            await self.response.prepare(request)
+        except (ConnectionError, RuntimeError):
+            self.gone = True
+
     async def write(self, data: bytes) -> None:
         if self.gone:
             return
@@ -112,10 +119,7 @@ async def forward_miss(
         headers_out.update(extra_headers)
         response = web.StreamResponse(status=upstream.status, headers=headers_out)
         writer = ClientWriter(response)
-        try:
-            await response.prepare(request)
-        except (ConnectionError, RuntimeError):
-            writer.gone = True
+        await writer.prepare(request)
         if upstream.status != 200:
             outcome.error_kind = "status_5xx" if upstream.status >= 500 else "status_4xx"
             outcome.error_body = await _relay_all(upstream, writer, keep_limit)

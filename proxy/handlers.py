@@ -12,6 +12,7 @@ from proxy.cache import CachedEntry
 from proxy.cache_key import bearer_namespace, safe_namespace
 from proxy.config import Settings
 from proxy.errors import too_large
+from proxy.forward import ClientWriter
 from proxy.keys import CACHE, METRICS, REQUEST_CACHE, REQUEST_MODEL
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ async def serve_entry(
 ) -> web.StreamResponse:
     """Answer from a cached entry, as JSON or as a replayed SSE stream."""
     request[REQUEST_CACHE] = result
-    request.app[METRICS].record_cache_result(entry.meta.model or request[REQUEST_MODEL], result)
+    request.app[METRICS].record_cache_result(request[REQUEST_MODEL], result)
     headers = {"X-Cache": result, "Age": str(entry.age(time.time())), "X-Cache-Key": digest}
     if not stream:
         body = entry.json_body()
@@ -75,12 +76,14 @@ async def serve_entry(
     response = web.StreamResponse(
         headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
-    await response.prepare(request)
-    sent = 0
+    # A client that goes away mid-replay is normal (it has what it needed): stop quietly.
+    writer = ClientWriter(response)
+    await writer.prepare(request)
     for part in entry.sse_parts(usage_asked):
-        sent += len(part)
-        await response.write(part)
-    await response.write_eof()
+        await writer.write(part)
+        if writer.gone:
+            break
+    await writer.finish()
     return response
 
 
