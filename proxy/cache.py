@@ -25,6 +25,11 @@ from proxy.streaming import replay_chunks, sse
 
 _PLACEHOLDER = b"\x1eLCP-BLOB\x1e"
 
+# Blobs are stored in chunks that fill one jemalloc size class exactly (256 KiB, less room for
+# Redis' string header). Stored whole, a 1.26 MB PNG would occupy a 1.5 MiB allocation (+19%);
+# chunked, the waste is at most the rounding of the last chunk (< 32 KiB).
+BLOB_CHUNK_BYTES = 256 * 1024 - 64
+
 
 @dataclass(frozen=True, slots=True)
 class CachedEntry:
@@ -105,9 +110,10 @@ class ResponseCache:
         """Redis key of an entry."""
         return f"{self.prefix}:r1:{namespace}:{digest}"
 
-    def blob_key(self, sha256: str) -> str:
-        """Redis key of an image blob."""
-        return f"{self.prefix}:blob:{sha256}"
+    def blob_keys(self, sha256: str, size: int) -> list[str]:
+        """Redis keys of an image blob's chunks (see ``BLOB_CHUNK_BYTES``)."""
+        count = max(1, -(-size // BLOB_CHUNK_BYTES))
+        return [f"{self.prefix}:blob:{sha256}:{index}" for index in range(count)]
 
     async def lookup(  # noqa: PLR0911 - each early return is one documented way an entry is unusable
         self, key: str, max_age: int | None = None
@@ -139,13 +145,29 @@ class ResponseCache:
             return None
         blobs: tuple[bytes, ...] = ()
         if meta.blobs:
-            values = await self.store.mget([self.blob_key(b.sha256) for b in meta.blobs])
-            if any(v is None or len(v) != ref.size for v, ref in zip(values, meta.blobs, strict=True)):
+            blobs = await self._read_blobs(meta)
+            if len(blobs) != len(meta.blobs):
                 await self.store.delete([key])  # a blob was evicted: the entry can't be rebuilt
                 return None
-            blobs = tuple(v for v in values if v is not None)
         entry = self._remember(key, raw, CachedEntry(key, meta, template, blobs), now)
         return _young(entry, max_age, now)
+
+    async def _read_blobs(self, meta: EntryMeta) -> tuple[bytes, ...]:
+        """Every blob of an entry in one MGET; fewer blobs than refs means one is incomplete."""
+        key_lists = [self.blob_keys(ref.sha256, ref.size) for ref in meta.blobs]
+        values = await self.store.mget([key for keys in key_lists for key in keys])
+        blobs: list[bytes] = []
+        cursor = 0
+        for ref, keys in zip(meta.blobs, key_lists, strict=True):
+            chunks = values[cursor : cursor + len(keys)]
+            cursor += len(keys)
+            if any(chunk is None for chunk in chunks):
+                break
+            blob = b"".join(chunk for chunk in chunks if chunk is not None)
+            if len(blob) != ref.size:
+                break
+            blobs.append(blob)
+        return tuple(blobs)
 
     def _remember(self, key: str, record: bytes, entry: CachedEntry, now: float) -> CachedEntry:
         """Keep the entry hot (with its body ready) when the hot tier is on."""
@@ -163,8 +185,11 @@ class ResponseCache:
         Returns the stored entry, ready to serve (e.g. to coalesced followers).
         """
         meta = dataclasses.replace(meta, expires=meta.created + ttl)
+        chunks: list[tuple[str, bytes]] = []
         for sha, data in split.blobs.items():
-            await self.store.put_blob(self.blob_key(sha), data, ttl)
+            for index, chunk_key in enumerate(self.blob_keys(sha, len(data))):
+                chunks.append((chunk_key, data[index * BLOB_CHUNK_BYTES : (index + 1) * BLOB_CHUNK_BYTES]))
+        await self.store.put_blobs(chunks, ttl)
         encoded = encode_entry(meta, split.template)
         await self.store.set(key, encoded, ttl)
         blobs = tuple(split.blobs[ref.sha256] for ref in split.refs)

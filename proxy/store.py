@@ -29,7 +29,7 @@ class ByteStore(Protocol):
     async def get(self, key: str) -> bytes | None: ...
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]: ...
     async def set(self, key: str, value: bytes, ttl: int) -> None: ...
-    async def put_blob(self, key: str, value: bytes, ttl: int) -> None: ...
+    async def put_blobs(self, items: Sequence[tuple[str, bytes]], ttl: int) -> None: ...
     async def delete(self, keys: Sequence[str]) -> int: ...
     async def keys_with_prefix(self, prefix: str) -> list[str]: ...
     async def ping(self) -> bool: ...
@@ -60,6 +60,10 @@ class MemoryStore:
                 await self.cache.expire(key, ttl)
             return
         await self.cache.set(key, value, ttl=ttl)
+
+    async def put_blobs(self, items: Sequence[tuple[str, bytes]], ttl: int) -> None:
+        for key, value in items:
+            await self.put_blob(key, value, ttl)
 
     async def delete(self, keys: Sequence[str]) -> int:
         return sum([int(await self.cache.delete(k)) for k in keys])
@@ -128,16 +132,30 @@ class RedisStore:
         except (RedisError, OSError, TimeoutError) as exc:
             raise StoreError(f"SET failed: {exc!r}") from exc
 
-    async def put_blob(self, key: str, value: bytes, ttl: int) -> None:
-        """Store a content-addressed blob once; an existing one only gets its TTL extended.
+    async def put_blobs(self, items: Sequence[tuple[str, bytes]], ttl: int) -> None:
+        """Store content-addressed blobs once; existing ones only get their TTL extended.
 
-        ``EXPIRE ... GT`` never shortens the life of a blob another entry still refers to.
+        Two round trips whatever the count: ``EXPIRE … GT`` + ``EXISTS`` for every key (``GT``
+        never shortens the life of a blob another entry still refers to), then ``SET`` for the
+        missing ones only, so a PNG already stored is never sent again.
         """
+        if not items:
+            return
         try:
             async with asyncio.timeout(self.timeout * 4):
-                if await self.client.expire(key, ttl, gt=True) or await self.client.exists(key):
-                    return
-                await self.client.set(key, value, ex=ttl)
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for key, _ in items:
+                        pipe.expire(key, ttl, gt=True)
+                        pipe.exists(key)
+                    present = (await pipe.execute())[1::2]
+                missing = [
+                    (key, value) for (key, value), found in zip(items, present, strict=True) if not found
+                ]
+                if missing:
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        for key, value in missing:
+                            pipe.set(key, value, ex=ttl)
+                        await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
             raise StoreError(f"blob SET failed: {exc!r}") from exc
 
