@@ -144,6 +144,7 @@ async def _flights_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     client = app.get(REDIS)
     remote = RedisFlights(client, settings.redis_prefix, settings.lock_ttl) if client is not None else None
-    app[FLIGHTS] = SingleFlight(remote, max_wait=settings.upstream_timeout + settings.lock_ttl)
-    async with listening(remote):
+    flights = SingleFlight(remote, max_wait=settings.upstream_timeout + settings.lock_ttl)
+    app[FLIGHTS] = flights
+    async with listening(flights):
         yield

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,11 +116,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if entry is not None:
             return await _serve_cached(request, chat, entry, "HIT")
     if result == "MISS" and can_store:
-        joined = await app[FLIGHTS].join(chat.digest, lambda: _quiet_lookup(request, chat))
+        joined = await app[FLIGHTS].join(chat.digest, chat.key, lambda: _quiet_lookup(request, chat))
         if isinstance(joined, FlightResult):
             return await _serve_flight_result(request, chat, joined)
         return await _lead(request, chat, joined)
-    return await _forward(request, chat, result, can_store=can_store)
+    response, _ = await _forward(request, chat, result, can_store=can_store)
+    return response
 
 
 async def _quiet_lookup(request: web.Request, chat: ChatRequest) -> CachedEntry | None:
@@ -156,7 +156,7 @@ async def _serve_flight_result(
     request: web.Request, chat: ChatRequest, flight: FlightResult
 ) -> web.StreamResponse:
     if flight.entry is not None:
-        return await _serve_cached(request, chat, flight.entry, "COALESCED")
+        return await _serve_cached(request, chat, flight.entry, "HIT" if flight.late else "COALESCED")
     request[REQUEST_CACHE] = "coalesced"
     request.app[METRICS].record_cache_result(chat.model, "coalesced")
     return web.Response(
@@ -169,31 +169,37 @@ async def _serve_flight_result(
 
 async def _lead(request: web.Request, chat: ChatRequest, leadership: Leadership) -> web.StreamResponse:
     """The one request of a flight that goes upstream; followers get what it produced."""
-    app = request.app
     outcome: FlightResult = RETRY
+    handed_off = False
     try:
-        # The previous flight may have stored the answer between our lookup and our leadership.
-        entry = await _quiet_lookup(request, chat)
+        # The previous flight may have stored the answer between our lookup and our leadership
+        # (unless taking the Redis lock already showed there is no entry).
+        entry = None if leadership.entry_absent else await _quiet_lookup(request, chat)
         if entry is not None:
             outcome = FlightResult("entry", entry)
             return await _serve_cached(request, chat, entry, "HIT")
-        response, outcome = await _forward_and_share(request, chat, leadership)
+        response, handed_off = await _forward(request, chat, "MISS", can_store=True, leadership=leadership)
         return response
     finally:
-        await app[FLIGHTS].finish(leadership, outcome)
+        if not handed_off:
+            await request.app[FLIGHTS].finish(leadership, outcome)
 
 
-async def _forward_and_share(
-    request: web.Request, chat: ChatRequest, leadership: Leadership
-) -> tuple[web.StreamResponse, FlightResult]:
-    shared: list[FlightResult] = [RETRY]
+async def _store_and_share(
+    request: web.Request, chat: ChatRequest, outcome: MissOutcome, leadership: Leadership
+) -> None:
+    """Store the answer, then end the flight with it (in the background of the leader's reply).
 
-    async def share(result: FlightResult) -> None:
-        shared[0] = result
+    The flight stays open until the entry is stored, so an identical request arriving meanwhile
+    (here or on another replica) waits for it instead of paying again: the leader's client gets
+    its last byte without waiting for Redis, and read-your-writes still holds.
+    """
+    entry = None
+    try:
+        entry = await _store(request, chat, outcome)
+    finally:
+        result = FlightResult("entry", entry) if entry is not None else RETRY
         await request.app[FLIGHTS].finish(leadership, result)
-
-    response = await _forward(request, chat, "MISS", can_store=True, share=share)
-    return response, shared[0]
 
 
 async def _forward(
@@ -202,8 +208,9 @@ async def _forward(
     result: str,
     *,
     can_store: bool,
-    share: Callable[[FlightResult], Awaitable[None]] | None = None,
-) -> web.StreamResponse:
+    leadership: Leadership | None = None,
+) -> tuple[web.StreamResponse, bool]:
+    """Forward a miss; returns the response and whether the flight was handed to a background store."""
     app = request.app
     settings = app[SETTINGS]
     reservation = None
@@ -249,18 +256,21 @@ async def _forward(
         )
     if chat.bearer is not None and 200 <= outcome.status < 300:
         await app[VERIFIER].mark(chat.bearer)
-    entry = None
+    handed_off = False
     if can_store and outcome.document is not None:
-        entry = await _store(request, chat, outcome)
-    if share is not None:
-        if entry is not None:
-            await share(FlightResult("entry", entry))
-        elif outcome.status in SHAREABLE_ERRORS and outcome.error_body:
-            await share(FlightResult("error", status=outcome.status, body=outcome.error_body))
+        if leadership is None:
+            await _store(request, chat, outcome)
+        else:
+            leadership.answered = True
+            app[FLIGHTS].background(_store_and_share(request, chat, outcome, leadership))
+            handed_off = True
+    elif leadership is not None and outcome.status in SHAREABLE_ERRORS and outcome.error_body:
+        error = FlightResult("error", status=outcome.status, body=outcome.error_body)
+        await app[FLIGHTS].finish(leadership, error)
     if outcome.stream_complete:
         await writer.write(sse(b"[DONE]"))
     await writer.finish()
-    return writer.response
+    return writer.response, handed_off
 
 
 def _account(request: web.Request, chat: ChatRequest, outcome: MissOutcome) -> int | None:

@@ -7,6 +7,7 @@ tokens is exactly ``X`` micro-USD per token, which keeps the arithmetic trivial.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ DEFAULT_PRICES: Mapping[str, ModelPrice] = MappingProxyType(
 )
 
 
+@functools.lru_cache(maxsize=512)  # parsing a Fraction from text costs ~10 us; prices repeat
 def _exact(value: float) -> Fraction:
     """The decimal the operator wrote (``0.3``), not its binary float approximation."""
     return Fraction(repr(float(value)))

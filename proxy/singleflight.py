@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -25,6 +26,13 @@ from proxy.cache import CachedEntry
 log = logging.getLogger(__name__)
 
 Kind = Literal["entry", "stored", "error", "retry"]
+# KEYS: lock, entry; ARGV: token, ms. 0: someone else leads; 1: we lead, no entry; 2: we lead, entry.
+_LOCK = """
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1 + redis.call('exists', KEYS[2])
+end
+return 0
+"""
 # One round trip at the end of every flight: keep the error for remote followers, drop our lock,
 # tell everyone. KEYS: lock, error; ARGV: token, channel, message, error payload ('' for none).
 _ANNOUNCE = """
@@ -46,6 +54,7 @@ class FlightResult:
     entry: CachedEntry | None = None
     status: int = 0
     body: bytes = b""
+    late: bool = False  # this follower arrived after the leader had already answered
 
     @classmethod
     def retry(cls) -> FlightResult:
@@ -64,6 +73,8 @@ class Leadership:
     future: asyncio.Future[FlightResult]
     token: str | None = None
     heartbeat: asyncio.Task[None] | None = None
+    entry_absent: bool = False  # the store had no entry when the lock was taken
+    answered: bool = False  # the leader's client has its answer; only storing is left
     done: bool = field(default=False)
 
 
@@ -82,6 +93,7 @@ class RedisFlights:
         self._waiters: dict[str, list[asyncio.Future[bytes]]] = {}
         self._announce = client.register_script(_ANNOUNCE)  # EVALSHA: the script is sent once
         self._refresh = client.register_script(_REFRESH)
+        self._lock = client.register_script(_LOCK)
 
     def lock_key(self, digest: str) -> str:
         """Redis key of a flight's lock."""
@@ -91,11 +103,15 @@ class RedisFlights:
         """Redis key holding a failed flight's error for remote followers."""
         return f"{self.prefix}:flighterr:{digest}"
 
-    async def try_lock(self, digest: str) -> str | None:
-        """A token when this process now leads the flight, else None."""
+    async def try_lock(self, digest: str, entry_key: str) -> tuple[str | None, bool]:
+        """(token when this process now leads the flight, whether the entry exists right now).
+
+        Taking the lock and checking the entry in one script saves the new leader a second
+        lookup: the previous flight may have stored the answer just before we got here.
+        """
         token = secrets.token_hex(8)
-        ok = await self.client.set(self.lock_key(digest), token, nx=True, px=self.lock_ms)
-        return token if ok else None
+        state = int(await self._lock(keys=[self.lock_key(digest), entry_key], args=[token, self.lock_ms]))
+        return (token if state else None), state == 2
 
     async def keep_alive(self, digest: str, token: str) -> None:
         """Refresh the lock while the generation runs, so a slow image never looks abandoned."""
@@ -167,10 +183,11 @@ class SingleFlight:
     def __init__(self, remote: RedisFlights | None, max_wait: float) -> None:
         self.remote = remote
         self.max_wait = max_wait
-        self._local: dict[str, asyncio.Future[FlightResult]] = {}
+        self._local: dict[str, Leadership] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     async def join(
-        self, digest: str, lookup: Callable[[], Awaitable[CachedEntry | None]]
+        self, digest: str, entry_key: str, lookup: Callable[[], Awaitable[CachedEntry | None]]
     ) -> Leadership | FlightResult:
         """Either lead (go upstream, then ``finish``) or get the leader's result.
 
@@ -180,17 +197,20 @@ class SingleFlight:
         while True:
             local = self._local.get(digest)
             if local is not None:
-                result = await asyncio.shield(local)
+                late = local.answered
+                result = await asyncio.shield(local.future)
                 if result.kind != "retry":
-                    return result
+                    # Joined after the leader's client had its answer (only the store was
+                    # pending): to this caller that is a plain cache hit.
+                    return dataclasses.replace(result, late=late) if late else result
                 continue
             future: asyncio.Future[FlightResult] = asyncio.get_running_loop().create_future()
-            self._local[digest] = future
             leadership = Leadership(digest, future)
+            self._local[digest] = leadership
             if self.remote is None or time.monotonic() > deadline:
                 return leadership
             try:
-                outcome = await self._lead_or_follow_remote(leadership, lookup, deadline)
+                outcome = await self._lead_or_follow_remote(leadership, entry_key, lookup, deadline)
             except BaseException:
                 self._resolve(leadership, RETRY)
                 raise
@@ -203,15 +223,17 @@ class SingleFlight:
     async def _lead_or_follow_remote(
         self,
         leadership: Leadership,
+        entry_key: str,
         lookup: Callable[[], Awaitable[CachedEntry | None]],
         deadline: float,
     ) -> Leadership | FlightResult:
         assert self.remote is not None
         digest = leadership.digest
         try:
-            token = await self.remote.try_lock(digest)
+            token, entry_exists = await self.remote.try_lock(digest, entry_key)
             if token is not None:
                 leadership.token = token
+                leadership.entry_absent = not entry_exists
                 leadership.heartbeat = asyncio.create_task(self.remote.keep_alive(digest, token))
                 return leadership
             result = await self.remote.wait(digest, max(0.0, deadline - time.monotonic()))
@@ -224,7 +246,7 @@ class SingleFlight:
         return FlightResult("entry", entry) if entry is not None else RETRY
 
     def _resolve(self, leadership: Leadership, result: FlightResult) -> None:
-        if self._local.get(leadership.digest) is leadership.future:
+        if self._local.get(leadership.digest) is leadership:
             del self._local[leadership.digest]
         if not leadership.future.done():
             leadership.future.set_result(result)
@@ -238,22 +260,39 @@ class SingleFlight:
         if leadership.heartbeat is not None:
             leadership.heartbeat.cancel()
         if self.remote is not None and leadership.token is not None:
-            try:
-                await self.remote.announce(leadership.digest, leadership.token, result)
-            except (RedisError, OSError) as exc:
-                log.warning("could not announce flight outcome: %r", exc)
+            # In the background: local followers already have the result, and the leader's own
+            # client need not wait a Redis round trip for other replicas to hear about it.
+            self.background(self._announce(leadership.digest, leadership.token, result))
+
+    def background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run flight work after the response (kept referenced, and awaited at shutdown)."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _announce(self, digest: str, token: str, result: FlightResult) -> None:
+        assert self.remote is not None
+        try:
+            await self.remote.announce(digest, token, result)
+        except (RedisError, OSError) as exc:
+            log.warning("could not announce flight outcome: %r", exc)
+
+    async def drain(self) -> None:
+        """Wait for background stores and announcements (shutdown must not strand followers)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
-async def listening(remote: RedisFlights | None) -> AsyncIterator[None]:
-    """Run the announcement listener for the app's lifetime."""
-    if remote is None:
-        yield
-        return
-    task = asyncio.create_task(remote.listen())
+async def listening(flights: SingleFlight) -> AsyncIterator[None]:
+    """Run the announcement listener for the app's lifetime; flush announcements at the end."""
+    remote = flights.remote
+    task = asyncio.create_task(remote.listen()) if remote is not None else None
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await flights.drain()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
