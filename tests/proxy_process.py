@@ -1,7 +1,8 @@
-"""The proxy as a real OS process (``python -m proxy serve``), for crash and multi-process tests."""
+"""The proxy as a real OS process (``python -m proxy serve|demo``), for crash, worker and CLI tests."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -10,39 +11,63 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 
 from tests.proxy_harness import free_port
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 class ProxyProcess:
-    """``python -m proxy serve`` on a free port with the given ``PROXY_*`` environment."""
+    """``python -m proxy <command> --port <free>`` with the given environment.
 
-    def __init__(self, env: Mapping[str, str], args: tuple[str, ...] = ()) -> None:
+    ``clean_env`` drops every ``PROXY_*`` variable inherited from the test run, so only ``env``
+    configures the process. Output (stdout and stderr) goes to a file, never a pipe: a chatty
+    process can never block on a full pipe.
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        args: tuple[str, ...] = (),
+        *,
+        command: str = "serve",
+        clean_env: bool = False,
+    ) -> None:
         self.port = free_port()
-        self.env = {**os.environ, **env, "PROXY_PORT": str(self.port), "PROXY_HOST": "127.0.0.1"}
-        self.args = args
+        inherited = {k: v for k, v in os.environ.items() if not (clean_env and k.startswith("PROXY_"))}
+        self.env = {**inherited, **env, "PROXY_HOST": "127.0.0.1"}
+        self.argv = [sys.executable, "-m", "proxy", command, "--port", str(self.port), *args]
         self.proc: subprocess.Popen[bytes] | None = None
-        # A file, not a pipe: a chatty process can never block on a full pipe.
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process; close()
+
+    @property
+    def base(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def url(self) -> str:
         """OpenAI base URL of this process."""
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{self.base}/v1"
+
+    def launch(self) -> ProxyProcess:
+        """Start the process without waiting for it."""
+        self.proc = subprocess.Popen(
+            self.argv, cwd=REPO, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        return self
 
     def start(self, timeout: float = 20.0) -> ProxyProcess:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "serve", *self.args],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-        )
+        """Launch and wait until ``/healthz`` answers."""
+        self.launch()
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"proxy exited with {self.proc.returncode}: {self.output()[-2000:]}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
+                with urllib.request.urlopen(f"{self.base}/healthz", timeout=1) as r:
                     if r.status == 200:
                         return self
             except OSError:
@@ -50,8 +75,17 @@ class ProxyProcess:
         self.kill()
         raise RuntimeError("proxy did not become healthy in time")
 
+    async def wait_for_output(self, text: str, count: int = 1, timeout: float = 30.0) -> None:
+        """Wait until ``text`` was printed ``count`` times; RuntimeError if the process dies first."""
+        deadline = time.monotonic() + timeout
+        while self.output().count(text) < count:
+            code = self.proc.poll() if self.proc is not None else None
+            if code is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{text!r} not printed (exit {code}):\n{self.output()[-3000:]}")
+            await asyncio.sleep(0.1)
+
     def output(self) -> str:
-        """What the process wrote to stderr so far."""
+        """Everything the process printed so far."""
         self.log.seek(0)
         return self.log.read().decode(errors="replace")
 
@@ -61,19 +95,24 @@ class ProxyProcess:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
+    def terminate(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait for the exit code (raises if it does not exit in time)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
     def stop(self) -> int:
-        """SIGTERM and wait; returns the exit code."""
+        """SIGTERM, then SIGKILL if it lingers; returns the exit code."""
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=15)
+                self.terminate(timeout=15)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+                self.kill()
         return self.proc.returncode
 
     def close(self) -> None:
-        """Release the log file."""
+        """Kill if still running and release the log file."""
+        self.kill()
         self.log.close()

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -18,41 +14,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.demo import DEMO_KEY, IMAGE_MODEL, instructions
 from tests.e2e_helpers import chat_body
-from tests.proxy_harness import free_port
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.proxy_process import ProxyProcess
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+def demo() -> Iterator[ProxyProcess]:
     """``python -m proxy demo --port <free>`` with the in-memory store (no PROXY_* from outside)."""
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PROXY_")}
-    log = tmp_path / "demo.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "demo", "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    process = ProxyProcess({}, command="demo", clean_env=True).launch()
     try:
-        yield proc, port, log
+        yield process
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-async def _wait_ready(proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while "Press Ctrl-C" not in log.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"demo did not start (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
-        await asyncio.sleep(0.1)
+        process.close()
 
 
 def _costs(text: str) -> dict[str, float]:
@@ -65,16 +39,15 @@ def _costs(text: str) -> dict[str, float]:
 
 
 async def test_demo_serves_miss_then_hit_and_shows_cost(
-    demo: tuple[subprocess.Popen[bytes], int, Path],
+    demo: ProxyProcess,
 ) -> None:
     """Image MISS then fast HIT, cost in /metrics, the printed SDK snippet works, SIGTERM exits 0."""
-    proc, port, log = demo
-    await _wait_ready(proc, log)
-    printed = log.read_text()
-    assert f"http://127.0.0.1:{port}/v1" in printed
+    await demo.wait_for_output("Press Ctrl-C")
+    printed = demo.output()
+    assert f"{demo.url}" in printed
     assert "curl" in printed
     assert "llm_proxy_cost" in printed
-    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    url = f"{demo.url}/chat/completions"
     headers = {"Authorization": f"Bearer {DEMO_KEY}"}
     seen = []
     async with aiohttp.ClientSession() as session:
@@ -88,7 +61,7 @@ async def test_demo_serves_miss_then_hit_and_shows_cost(
             seen.append((reply.headers["X-Cache"], time.perf_counter() - started))
             image = body["choices"][0]["message"]["images"][0]["image_url"]["url"]
             assert len(image) > 1_000_000  # a realistic ~1.5 MB PNG, base64-encoded
-        async with session.get(f"http://127.0.0.1:{port}/metrics") as reply:
+        async with session.get(f"{demo.base}/metrics") as reply:
             metrics = await reply.text()
     (first, miss_s), (second, hit_s) = seen
     assert (first, second) == ("MISS", "HIT")
@@ -105,9 +78,8 @@ async def test_demo_serves_miss_then_hit_and_shows_cost(
     assert sdk.returncode == 0, sdk.stderr.decode()[-2000:]
     assert sdk.stdout.strip()  # the printed openai snippet got an answer
 
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=10) == 0, log.read_text()[-3000:]
-    assert "demo stopped" in log.read_text()
+    assert demo.terminate() == 0, demo.output()[-3000:]
+    assert "demo stopped" in demo.output()
 
 
 def test_printed_sdk_snippet_and_curl_commands_are_well_formed() -> None:

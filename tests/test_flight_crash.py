@@ -47,7 +47,6 @@ async def test_leader_killed_mid_generation_a_waiter_takes_over_with_one_more_ca
         assert cache == "MISS"  # it led the retry itself
         assert fake_upstream.chat_calls == 2
     finally:
-        leader.kill()
         await asyncio.to_thread(waiter.stop)
         leader.close()
         waiter.close()

@@ -3,89 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 from tests.e2e_helpers import chat_body, chat_raw, send_raw
 from tests.fake_upstream import FakeUpstream
 from tests.proxy_harness import ProxyServer, free_port, proxy_settings
+from tests.redis_process import RedisProcess
 
-REDIS_SERVER = "/usr/bin/redis-server"
 BODY = chat_body("a stormy sea")
 OTHER = chat_body("a calm lake")
-
-
-class RedisProcess:
-    """A throwaway redis-server on a fixed port that a test can stop and start again."""
-
-    def __init__(self, port: int, workdir: str) -> None:
-        self.port = port
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """``redis://127.0.0.1:PORT/0``."""
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        """Start and wait (bounded) until it answers PING."""
-        self.proc = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.workdir,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client = redis.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.2)
-                try:
-                    if client.ping():
-                        return
-                finally:
-                    client.close()
-            except (redis.RedisError, OSError):
-                pass
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                pytest.fail(f"redis-server on port {self.port} never answered")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        """Terminate and reap the process."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-        self.proc = None
 
 
 @pytest.fixture
 def own_redis() -> Iterator[RedisProcess]:
     """A dedicated redis-server (not started yet) this test may kill; always stopped afterwards."""
-    if not shutil.which(REDIS_SERVER):
-        pytest.fail(f"{REDIS_SERVER} is needed for the outage tests (apt-get install redis-server)")
-    workdir = tempfile.mkdtemp(prefix="lcp-outage-")
-    server = RedisProcess(free_port(), workdir)
+    server = RedisProcess(free_port())
     yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    server.remove()
 
 
 def store_errors(proxy: ProxyServer) -> float:

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,9 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e_helpers import API_KEY, chat_body
 from tests.fake_upstream import FakeUpstream
-from tests.proxy_harness import free_port
+from tests.proxy_process import ProxyProcess
 
-REPO = Path(__file__).resolve().parents[1]
 WORKERS = 2
 REQUESTS = 20
 
@@ -52,54 +46,33 @@ def _alive(pid: int) -> bool:
 @pytest.fixture
 def cli_proxy(
     fake_upstream: FakeUpstream, redis_url: str, key_prefix: str, tmp_path: Path
-) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+) -> Iterator[ProxyProcess]:
     """``python -m proxy serve --workers 2`` on a free port; its temp files go under ``tmp_path``."""
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PROXY_")}
-    env |= {
+    env = {
         "PROXY_UPSTREAM_URL": fake_upstream.url,
         "PROXY_REDIS_URL": redis_url,
         "PROXY_REDIS_PREFIX": key_prefix,
         "PROXY_SHUTDOWN_GRACE": "5",
         "TMPDIR": str(tmp_path),  # where the parent puts the shared metrics directory
     }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log = tmp_path / "proxy.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "serve", "--workers", str(WORKERS), "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    process = ProxyProcess(env, ("--workers", str(WORKERS)), clean_env=True)
+    process.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    process.launch()
     try:
-        yield proc, port, log
+        yield process
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-async def _wait_for_workers(proc: subprocess.Popen[bytes], log: Path) -> None:
-    """Every worker prints aiohttp's banner once it listens."""
-    deadline = time.monotonic() + 30
-    while log.read_text().count("Running on") < WORKERS:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"workers did not start (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
-        await asyncio.sleep(0.1)
+        process.close()
 
 
 async def test_two_workers_share_the_port_and_aggregate_metrics(
-    cli_proxy: tuple[subprocess.Popen[bytes], int, Path],
+    cli_proxy: ProxyProcess,
     fake_upstream: FakeUpstream,
     redis_client: aioredis.Redis,
     tmp_path: Path,
 ) -> None:
     """Both spawned workers serve; every /metrics answer counts all requests; SIGTERM stops them."""
-    proc, port, log = cli_proxy
-    await _wait_for_workers(proc, log)
-    base = f"http://127.0.0.1:{port}"
+    await cli_proxy.wait_for_output("Running on", count=WORKERS)  # every worker's aiohttp banner
+    base = cli_proxy.base
     headers = {"Authorization": f"Bearer {API_KEY}"}
     caches = []
     for number in range(REQUESTS):
@@ -122,7 +95,6 @@ async def test_two_workers_share_the_port_and_aggregate_metrics(
         async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as reply:
             assert _requests_total(await reply.text()) == REQUESTS
 
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=10) == 0, log.read_text()[-3000:]
+    assert cli_proxy.terminate() == 0, cli_proxy.output()[-3000:]
     assert not any(_alive(pid) for pid in workers)
     assert not list(tmp_path.glob("lcp-metrics-*")), "the shared metrics directory was left behind"
