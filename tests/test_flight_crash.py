@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import redis.asyncio as aioredis
 
 from tests.fake_upstream import FakeUpstream
 from tests.proxy_process import ProxyProcess
@@ -13,7 +14,7 @@ BODY = {"model": "gemini-2.5-flash-image-preview", "messages": [{"role": "user",
 
 
 async def test_leader_killed_mid_generation_a_waiter_takes_over_with_one_more_call(
-    fake_upstream: FakeUpstream, redis_url: str, key_prefix: str, redis_client: object
+    fake_upstream: FakeUpstream, redis_url: str, key_prefix: str, redis_client: aioredis.Redis
 ) -> None:
     """Leader process SIGKILLed: its lock lapses, a waiter on another process leads; ≤ 1 extra call."""
     fake_upstream.state.latency_s = 2.5
@@ -50,3 +51,37 @@ async def test_leader_killed_mid_generation_a_waiter_takes_over_with_one_more_ca
         await asyncio.to_thread(waiter.stop)
         leader.close()
         waiter.close()
+
+
+async def test_sigterm_waits_for_an_in_flight_generation_then_exits_cleanly(
+    fake_upstream: FakeUpstream, redis_url: str, key_prefix: str, redis_client: aioredis.Redis
+) -> None:
+    """Graceful shutdown: a generation under way when SIGTERM arrives is answered and stored."""
+    fake_upstream.state.latency_s = 1.5
+    fake_upstream.state.image_bytes = 200_000
+    env = {
+        "PROXY_UPSTREAM_URL": fake_upstream.url,
+        "PROXY_REDIS_URL": redis_url,
+        "PROXY_REDIS_PREFIX": key_prefix,
+        "PROXY_SHUTDOWN_GRACE": "10",
+    }
+    proxy = await asyncio.to_thread(ProxyProcess(env).start)
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def post() -> tuple[int, str]:
+                async with session.post(
+                    f"{proxy.url}/chat/completions", json=BODY, headers={"Authorization": "Bearer sk-g"}
+                ) as resp:
+                    await resp.read()
+                    return resp.status, resp.headers.get("X-Cache", "")
+
+            in_flight = asyncio.create_task(post())
+            await asyncio.sleep(0.5)
+            exit_code = await asyncio.to_thread(proxy.terminate, 15)
+            assert await in_flight == (200, "MISS")
+        assert exit_code == 0, proxy.output()[-2000:]
+        stored = [k async for k in redis_client.scan_iter(match=f"{key_prefix}:r1:*")]
+        assert len(stored) == 1, "the answer given during shutdown was not stored"
+    finally:
+        proxy.close()
