@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from tests.fake_upstream import FakeUpstream, fake_upstream_fixture
@@ -36,18 +37,24 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def key_prefix() -> str:
-    """A Redis key prefix no other test uses, so tests never see each other's keys."""
-    return f"lcptest-{uuid.uuid4().hex[:12]}"
+def key_prefix(redis_url: str) -> Iterator[str]:
+    """A Redis key prefix no other test uses; every key under it is deleted after the test."""
+    prefix = f"lcptest-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        doomed = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if doomed:
+            client.delete(*doomed)
+    finally:
+        client.close()
 
 
 @pytest.fixture
 async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[aioredis.Redis]:
-    """A redis-py asyncio client; deletes this test's keys afterwards."""
+    """A redis-py asyncio client on the test Redis (``key_prefix`` cleans up the keys)."""
     client = aioredis.Redis.from_url(redis_url)
     yield client
-    async for key in client.scan_iter(match=f"{key_prefix}*", count=1000):
-        await client.delete(key)
     await client.aclose()
 
 
