@@ -21,7 +21,7 @@ from proxy.auth import managed_namespace
 from proxy.budget import BudgetStatus, UsageSummary
 from proxy.errors import ProxyError, bad_request
 from proxy.handlers import bearer_of
-from proxy.keys import AUTH, BUDGETS, CACHE, KEYSTORE, SETTINGS
+from proxy.keys import AUTH, BUDGETS, CACHE, FLIGHTS, KEYSTORE, SETTINGS
 from proxy.keystore import InvalidKeySettings, ManagedKey, usd_to_micro
 from proxy.periods import parse_period
 from proxy.pricing import micro_to_usd
@@ -243,12 +243,11 @@ async def purge_cache(request: web.Request) -> web.Response:
     cache = request.app[CACHE]
     if len([n for n in ("namespace", "key_id", "key_hash") if body.get(n)]) != 1:
         raise bad_request("Give exactly one of 'namespace', 'key_id' or 'key_hash'.")
+    # Answers already sent may still be on their way into the store: purge after them, not before.
+    await request.app[FLIGHTS].drain()
     if body.get("key_hash"):
         digest = str(body["key_hash"]).lower()
-        entries = await cache.store.keys_with_prefix(f"{cache.prefix}:r1:")
-        keys = [k for k in entries if k.endswith(":" + digest)]
-        deleted = await cache.store.delete(keys)
-        return _json({"deleted": deleted, "key_hash": digest})
+        return _json({"deleted": await cache.purge_digest(digest), "key_hash": digest})
     if body.get("key_id"):
         key = await _key_or_404(request, str(body["key_id"]))
         namespace = managed_namespace(key, request.app[SETTINGS].cache_scope, None)

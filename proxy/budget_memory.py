@@ -15,6 +15,7 @@ from proxy.budget_types import (
     LATE_SETTLE_GRACE_S,
     BudgetRefusal,
     BudgetStatus,
+    ReleaseBySettle,
     Reservation,
     UsageSummary,
     check_amounts,
@@ -53,7 +54,7 @@ class _KeyState:
     window: tuple[int, int, int] = (0, 0, 0)  # minute, previous minute's count, this minute's
 
 
-class MemoryBudgetLedger:
+class MemoryBudgetLedger(ReleaseBySettle):
     """In-process ledger with the Redis ledger's semantics, for the embedded single-process mode.
 
     Every method runs without awaiting in between, so each is atomic on the event loop.
@@ -156,18 +157,6 @@ class MemoryBudgetLedger:
         usage = usage_fields(model, prompt_tokens, completion_tokens, cache_result, saved_micro)
         state.ledger.append(ledger_row(kind, reservation.key_id, micro, now, usage))
         return True
-
-    async def release(self, reservation: Reservation) -> bool:
-        """Settle with zero cost: upstream failed before any usage."""
-        return await self.settle(
-            reservation,
-            0,
-            model=reservation.model,
-            prompt_tokens=0,
-            completion_tokens=0,
-            cache_result="",
-            kind="release",
-        )
 
     async def charge(
         self,

@@ -15,6 +15,7 @@ from proxy.budget_types import (
     LATE_SETTLE_GRACE_S,
     BudgetRefusal,
     BudgetStatus,
+    ReleaseBySettle,
     Reservation,
     UsageSummary,
     check_amounts,
@@ -147,7 +148,7 @@ def _int(value: object) -> int:
     return int(value) if isinstance(value, bytes | str | int) else 0
 
 
-class RedisBudgetLedger:
+class RedisBudgetLedger(ReleaseBySettle):
     """Budgets in Redis, shared by every replica; each operation is one Lua script.
 
     Keys of one managed key share the hash tag `{<key_id>}` so the scripts run on one Redis
@@ -244,18 +245,6 @@ class RedisBudgetLedger:
         usage = usage_fields(model, prompt_tokens, completion_tokens, cache_result, saved_micro)
         args += [reservation.id, str(actual_micro), kind, *usage.values()]
         return bool(int(await self._settle(keys=keys, args=args)))
-
-    async def release(self, reservation: Reservation) -> bool:
-        """Settle with zero cost: upstream failed before any usage."""
-        return await self.settle(
-            reservation,
-            0,
-            model=reservation.model,
-            prompt_tokens=0,
-            completion_tokens=0,
-            cache_result="",
-            kind="release",
-        )
 
     async def charge(
         self,

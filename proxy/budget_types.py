@@ -122,8 +122,12 @@ class BudgetLedger(Protocol):
         completion_tokens: int,
         cache_result: str,
         saved_micro: int = 0,
+        kind: str = "settle",
     ) -> bool:
-        """Replace the reservation by the real cost; False if it was already settled."""
+        """Replace the reservation by the real cost; False if it was already settled.
+
+        `kind` names the ledger row (see the module docstring); `release` passes "release".
+        """
         ...
 
     async def release(self, reservation: Reservation) -> bool:
@@ -160,6 +164,22 @@ class BudgetLedger(Protocol):
     async def allow_request(self, key_id: str, rpm: int) -> bool:
         """Count one request against a sliding one-minute window; False if over `rpm`."""
         ...
+
+
+class ReleaseBySettle:
+    """Gives a backend `release` as a zero-cost settle, so both backends release alike."""
+
+    async def release(self: BudgetLedger, reservation: Reservation) -> bool:
+        """Settle with zero cost: upstream failed before any usage."""
+        return await self.settle(
+            reservation,
+            0,
+            model=reservation.model,
+            prompt_tokens=0,
+            completion_tokens=0,
+            cache_result="",
+            kind="release",
+        )
 
 
 def check_amounts(key_id: str, *amounts: int) -> None:

@@ -199,8 +199,18 @@ class ResponseCache:
     async def purge(self, prefix: str) -> int:
         """Delete entries under a key prefix (namespace purge); blobs expire on their own."""
         if self.hot is not None:
-            self.hot.drop_prefix(prefix)  # other replicas notice on their next revalidation
-        keys = await self.store.keys_with_prefix(prefix)
+            self.hot.drop_prefix(prefix)  # also hot entries whose stored record already expired
+        return await self._purge(await self.store.keys_with_prefix(prefix))
+
+    async def purge_digest(self, digest: str) -> int:
+        """Delete the entry with this ``X-Cache-Key`` in whatever namespace it lives (a scan)."""
+        entries = await self.store.keys_with_prefix(f"{self.prefix}:r1:")
+        return await self._purge([key for key in entries if key.endswith(":" + digest)])
+
+    async def _purge(self, keys: list[str]) -> int:
+        if self.hot is not None:
+            for key in keys:
+                self.hot.drop(key)  # other replicas notice on their next revalidation
         return await self.store.delete(keys) if keys else 0
 
 

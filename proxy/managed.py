@@ -17,7 +17,8 @@ from proxy.budget_guard import BudgetGuard
 from proxy.errors import ProxyError
 from proxy.handlers import bearer_of
 from proxy.keys import ACCOUNTANT, AUTH, BUDGETS, KEYSTORE, METRICS, REDIS, SETTINGS
-from proxy.keystore import KeyStore, MemoryKeyStore, RedisKeyStore
+from proxy.keystore import KeyStore, MemoryKeyStore
+from proxy.keystore_redis import RedisKeyStore
 from proxy.passthrough import passthrough
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,11 @@ from proxy.keystore import (
     KeyStore,
     ManagedKey,
     MemoryKeyStore,
-    RedisKeyStore,
     StaticKey,
     generate_secret,
     hash_secret,
 )
+from proxy.keystore_redis import RedisKeyStore
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()
 
