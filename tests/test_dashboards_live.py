@@ -39,7 +39,7 @@ PRICES = {IMAGE_MODEL: (Fraction("0.30"), Fraction(30)), TEXT_MODEL: (Fraction("
 IMAGE_COST_USD = 0.0387
 HIT_LIKE = frozenset({"HIT", "COALESCED"})
 # Metrics this traffic cannot produce (no managed keys, no store failure): their panels show
-# the `or ... vector(0)` fallback, and the budget tests cover the values themselves.
+# the `or ... vector(0)` fallback here; test_dashboards_budget_live.py checks the per-key ones.
 WITHOUT_SAMPLES = frozenset(
     {
         "llm_proxy_key_budget_usd",
