@@ -36,6 +36,7 @@ from proxy.metrics import ProxyMetrics, render_latest
 from proxy.pricing import PriceTable, parse_price_overrides
 from proxy.singleflight import RedisFlights, SingleFlight, listening
 from proxy.store import ByteStore, MemoryStore, RedisStore
+from proxy.store_cluster import ClusterStore, is_cluster_url
 from proxy.upstream import make_session
 from proxy.verify import CallerVerifier
 
@@ -77,7 +78,9 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 
 def make_store(settings: Settings) -> ByteStore:
-    """Redis when configured, else the bounded in-memory LRU."""
+    """Redis (or a Redis Cluster seed) when configured, else the bounded in-memory LRU."""
+    if settings.redis_url and is_cluster_url(settings.redis_url):
+        return ClusterStore(settings.redis_url, settings.store_timeout)
     if settings.redis_url:
         return RedisStore(settings.redis_url, settings.store_timeout)
     return MemoryStore(settings.memory_cache_bytes)
@@ -120,7 +123,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = make_store(settings)
     app[STORE] = store
-    if isinstance(store, RedisStore):
+    if isinstance(store, RedisStore | ClusterStore):
         app[REDIS] = store.client
     hot = HotTier(settings.hot_cache_bytes) if settings.hot_cache_bytes > 0 else None
     app[CACHE] = ResponseCache(store, settings.redis_prefix, hot=hot)
@@ -142,8 +145,12 @@ async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _flights_ctx(app: web.Application) -> AsyncIterator[None]:
     """Single flight: in-process always, across replicas when Redis is configured."""
     settings = app[SETTINGS]
-    client = app.get(REDIS)
-    remote = RedisFlights(client, settings.redis_prefix, settings.lock_ttl) if client is not None else None
+    store = app[STORE]
+    remote: RedisFlights | None = None
+    if isinstance(store, ClusterStore):
+        remote = RedisFlights(store.client, settings.redis_prefix, settings.lock_ttl, store.subscriber)
+    elif isinstance(store, RedisStore):
+        remote = RedisFlights(store.client, settings.redis_prefix, settings.lock_ttl)
     flights = SingleFlight(remote, max_wait=settings.upstream_timeout + settings.lock_ttl)
     app[FLIGHTS] = flights
     async with listening(flights):

@@ -112,12 +112,19 @@ class Settings:
                 raise ValueError(f"PROXY_{name.upper()} must be positive")
         if self.store_timeout <= 0 or self.upstream_timeout <= 0:
             raise ValueError("timeouts must be positive")
+        scheme, sep, _ = (self.redis_url or "redis://").partition("://")
+        if not sep or scheme not in _REDIS_SCHEMES:
+            raise ValueError(
+                "PROXY_REDIS_URL must be redis://, rediss://, or a cluster seed redis+cluster://host:port"
+            )
 
     @property
     def upstream_base(self) -> str:
         """Upstream base URL without a trailing slash (``.../v1``)."""
         return self.upstream_url.rstrip("/")
 
+
+_REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
 
 _INT = {
     "port",

@@ -7,20 +7,37 @@ path can fall back to the upstream (``X-Cache: BYPASS``) instead of hanging or c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
 import redis.asyncio as aioredis
 from aiocache import RedisCache
 from aiocache.serializers import NullSerializer
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from proxy.memory_cache import LRUMemoryCache
 
 
 class StoreError(Exception):
     """The store failed or was too slow; the caller bypasses the cache."""
+
+
+# What a Redis call can raise when Redis is away or slow. RedisClusterException is not a
+# RedisError: the cluster client raises it when no startup node answers (e.g. at boot).
+REDIS_FAILURES: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError, TimeoutError)
+
+
+@contextlib.asynccontextmanager
+async def guarded(what: str, seconds: float) -> AsyncIterator[None]:
+    """Bound a store call by ``seconds`` and turn any Redis failure into ``StoreError``."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except REDIS_FAILURES as exc:
+        raise StoreError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
 
 class ByteStore(Protocol):
@@ -93,8 +110,63 @@ def redis_cache_kwargs(url: str) -> dict[str, object]:
     }
 
 
-class RedisStore:
+class RedisClientOps:
+    """Store operations both Redis flavours run through a redis-py client (plain or cluster).
+
+    ``DEL`` and ``SCAN`` are multi-slot safe on the cluster client: it splits ``DEL`` by slot and
+    scans every primary; the blob pipelines hold single-key commands only.
+    """
+
+    client: aioredis.Redis | RedisCluster
+    timeout: float
+
+    async def put_blobs(self, items: Sequence[tuple[str, bytes]], ttl: int) -> None:
+        """Store content-addressed blobs once; existing ones only get their TTL extended.
+
+        Two round trips whatever the count: ``EXPIRE … GT`` + ``EXISTS`` for every key (``GT``
+        never shortens the life of a blob another entry still refers to), then ``SET`` for the
+        missing ones only, so a PNG already stored is never sent again.
+        """
+        if not items:
+            return
+        async with guarded("blob SET", self.timeout * 4):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, _ in items:
+                    pipe.expire(key, ttl, gt=True)
+                    pipe.exists(key)
+                present = (await pipe.execute())[1::2]
+            missing = [(key, value) for (key, value), found in zip(items, present, strict=True) if not found]
+            if missing:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for key, value in missing:
+                        pipe.set(key, value, ex=ttl)
+                    await pipe.execute()
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        if not keys:
+            return 0
+        async with guarded("DEL", self.timeout * 4):
+            return int(await self.client.delete(*keys))
+
+    async def keys_with_prefix(self, prefix: str) -> list[str]:
+        found: list[str] = []
+        async with guarded("SCAN", max(self.timeout * 40, 10.0)):
+            async for key in self.client.scan_iter(match=f"{prefix}*", count=1000):
+                found.append(key.decode() if isinstance(key, bytes) else str(key))
+        return found
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return bool(await self.client.ping())
+        except REDIS_FAILURES:
+            return False
+
+
+class RedisStore(RedisClientOps):
     """Redis via aiocache for plain GET/MGET/SET; a redis-py client beside it for pipelines and scans."""
+
+    client: aioredis.Redis
 
     def __init__(self, url: str, timeout: float) -> None:
         self.timeout = timeout
@@ -107,83 +179,21 @@ class RedisStore:
             connection_pool_kwargs={"socket_read_size": 1 << 20},
             **redis_cache_kwargs(url),
         )
-        self.client: aioredis.Redis = aioredis.Redis.from_url(url, socket_connect_timeout=timeout)
+        self.client = aioredis.Redis.from_url(url, socket_connect_timeout=timeout)
 
     async def get(self, key: str) -> bytes | None:
-        try:
-            async with asyncio.timeout(self.timeout):
-                value: bytes | None = await self.cache.get(key)
-                return value
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreError(f"GET failed: {exc!r}") from exc
+        async with guarded("GET", self.timeout):
+            value: bytes | None = await self.cache.get(key)
+            return value
 
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
-        try:
-            async with asyncio.timeout(self.timeout):
-                values: list[bytes | None] = await self.cache.multi_get(list(keys))
-                return values
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreError(f"MGET failed: {exc!r}") from exc
+        async with guarded("MGET", self.timeout):
+            values: list[bytes | None] = await self.cache.multi_get(list(keys))
+            return values
 
     async def set(self, key: str, value: bytes, ttl: int) -> None:
-        try:
-            async with asyncio.timeout(self.timeout * 4):
-                await self.cache.set(key, value, ttl=ttl)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreError(f"SET failed: {exc!r}") from exc
-
-    async def put_blobs(self, items: Sequence[tuple[str, bytes]], ttl: int) -> None:
-        """Store content-addressed blobs once; existing ones only get their TTL extended.
-
-        Two round trips whatever the count: ``EXPIRE … GT`` + ``EXISTS`` for every key (``GT``
-        never shortens the life of a blob another entry still refers to), then ``SET`` for the
-        missing ones only, so a PNG already stored is never sent again.
-        """
-        if not items:
-            return
-        try:
-            async with asyncio.timeout(self.timeout * 4):
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for key, _ in items:
-                        pipe.expire(key, ttl, gt=True)
-                        pipe.exists(key)
-                    present = (await pipe.execute())[1::2]
-                missing = [
-                    (key, value) for (key, value), found in zip(items, present, strict=True) if not found
-                ]
-                if missing:
-                    async with self.client.pipeline(transaction=False) as pipe:
-                        for key, value in missing:
-                            pipe.set(key, value, ex=ttl)
-                        await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreError(f"blob SET failed: {exc!r}") from exc
-
-    async def delete(self, keys: Sequence[str]) -> int:
-        if not keys:
-            return 0
-        try:
-            async with asyncio.timeout(self.timeout * 4):
-                return int(await self.client.delete(*keys))
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreError(f"DEL failed: {exc!r}") from exc
-
-    async def keys_with_prefix(self, prefix: str) -> list[str]:
-        found: list[str] = []
-        try:
-            async with asyncio.timeout(max(self.timeout * 40, 10.0)):
-                async for key in self.client.scan_iter(match=f"{prefix}*", count=1000):
-                    found.append(key.decode() if isinstance(key, bytes) else str(key))
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreError(f"SCAN failed: {exc!r}") from exc
-        return found
-
-    async def ping(self) -> bool:
-        try:
-            async with asyncio.timeout(self.timeout):
-                return bool(await self.client.ping())
-        except (RedisError, OSError, TimeoutError):
-            return False
+        async with guarded("SET", self.timeout * 4):
+            await self.cache.set(key, value, ttl=ttl)
 
     async def close(self) -> None:
         # aiocache's close() calls redis-py's deprecated Redis.close(); close its client directly.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -44,8 +46,8 @@ class RedisProcess:
         """``redis://127.0.0.1:PORT/0``."""
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisProcess:
-        """Start and wait (bounded) until it answers PING; fails the test otherwise."""
+    def start(self, *extra: str) -> RedisProcess:
+        """Start (``extra``: more server flags) and wait (bounded) until it answers PING."""
         self.proc = subprocess.Popen(
             [
                 redis_server_binary(),
@@ -59,6 +61,7 @@ class RedisProcess:
                 "no",
                 "--dir",
                 self.workdir,
+                *extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -82,3 +85,93 @@ class RedisProcess:
         """Stop for good and delete the scratch directory."""
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def cluster_ports(count: int) -> list[int]:
+    """Free ports for cluster nodes: each below 55536 with its bus port (port + 10000) free too."""
+    ports: list[int] = []
+    while len(ports) < count:
+        # It and its bus port below Linux's ephemeral range (32768+), where free_port() and
+        # client sockets live.
+        port = random.randint(20000, 22700)
+        if port not in ports and _free(port) and _free(port + 10000):
+            ports.append(port)
+    return ports
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class RedisClusterProcess:
+    """Three ``redis-server --cluster-enabled`` primaries joined by ``redis-cli --cluster create``."""
+
+    def __init__(self, count: int = 3) -> None:
+        self.nodes = [RedisProcess(port) for port in cluster_ports(count)]
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://127.0.0.1:P1,127.0.0.1:P2`` (two seeds: any one is enough)."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[:2])
+
+    def start(self) -> RedisClusterProcess:
+        """Start the nodes, create the cluster and wait (bounded) for ``cluster_state:ok``."""
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            pytest.fail("redis-cli is not installed (apt-get install redis-tools)", pytrace=False)
+        try:
+            for node in self.nodes:
+                node.start(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    f"{node.workdir}/nodes-{node.port}.conf",
+                )
+        except BaseException:
+            self.remove()
+            raise
+        created = subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        if created.returncode != 0:
+            self.remove()
+            pytest.fail(f"redis-cli --cluster create failed: {created.stdout!r} {created.stderr!r}")
+        deadline = time.monotonic() + 15
+        while not all(_cluster_ok(node.port) for node in self.nodes):
+            if time.monotonic() > deadline:
+                self.remove()
+                pytest.fail("the Redis Cluster never reached cluster_state:ok", pytrace=False)
+            time.sleep(0.05)
+        return self
+
+    def remove(self) -> None:
+        """Stop every node and delete their scratch directories."""
+        for node in self.nodes:
+            node.remove()
+
+
+def _cluster_ok(port: int) -> bool:
+    client = redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        info = client.execute_command("CLUSTER INFO")  # parsed into a dict by redis-py
+        return isinstance(info, dict) and info.get("cluster_state") == "ok"
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
