@@ -13,18 +13,19 @@ from tests.proxy_process import ProxyProcess
 BODY = {"model": "gemini-2.5-flash-image-preview", "messages": [{"role": "user", "content": "crash me"}]}
 
 
+def _env(upstream: FakeUpstream, redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
+    """``PROXY_*`` for a proxy process in front of the fake upstream, on this test's Redis prefix."""
+    base = {"PROXY_UPSTREAM_URL": upstream.url, "PROXY_REDIS_URL": redis_url, "PROXY_REDIS_PREFIX": prefix}
+    return base | {f"PROXY_{name.upper()}": value for name, value in extra.items()}
+
+
 async def test_leader_killed_mid_generation_a_waiter_takes_over_with_one_more_call(
     fake_upstream: FakeUpstream, redis_url: str, key_prefix: str, redis_client: aioredis.Redis
 ) -> None:
     """Leader process SIGKILLed: its lock lapses, a waiter on another process leads; ≤ 1 extra call."""
     fake_upstream.state.latency_s = 2.5
     fake_upstream.state.image_bytes = 200_000
-    env = {
-        "PROXY_UPSTREAM_URL": fake_upstream.url,
-        "PROXY_REDIS_URL": redis_url,
-        "PROXY_REDIS_PREFIX": key_prefix,
-        "PROXY_LOCK_TTL": "1.5",
-    }
+    env = _env(fake_upstream, redis_url, key_prefix, lock_ttl="1.5")
     leader = await asyncio.to_thread(ProxyProcess(env).start)
     waiter = await asyncio.to_thread(ProxyProcess(env).start)
     headers = {"Authorization": "Bearer sk-crash"}
@@ -59,12 +60,7 @@ async def test_sigterm_waits_for_an_in_flight_generation_then_exits_cleanly(
     """Graceful shutdown: a generation under way when SIGTERM arrives is answered and stored."""
     fake_upstream.state.latency_s = 1.5
     fake_upstream.state.image_bytes = 200_000
-    env = {
-        "PROXY_UPSTREAM_URL": fake_upstream.url,
-        "PROXY_REDIS_URL": redis_url,
-        "PROXY_REDIS_PREFIX": key_prefix,
-        "PROXY_SHUTDOWN_GRACE": "10",
-    }
+    env = _env(fake_upstream, redis_url, key_prefix, shutdown_grace="10")
     proxy = await asyncio.to_thread(ProxyProcess(env).start)
     try:
         async with aiohttp.ClientSession() as session:
