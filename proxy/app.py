@@ -151,7 +151,9 @@ async def _flights_ctx(app: web.Application) -> AsyncIterator[None]:
         remote = RedisFlights(store.client, settings.redis_prefix, settings.lock_ttl, store.subscriber)
     elif isinstance(store, RedisStore):
         remote = RedisFlights(store.client, settings.redis_prefix, settings.lock_ttl)
-    flights = SingleFlight(remote, max_wait=settings.upstream_timeout + settings.lock_ttl)
+    flights = SingleFlight(
+        remote, max_wait=settings.upstream_timeout + settings.lock_ttl, store_timeout=settings.store_timeout
+    )
     app[FLIGHTS] = flights
     async with listening(flights):
         yield

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,19 +116,23 @@ class ResponseCache:
         return [f"{self.prefix}:blob:{sha256}:{index}" for index in range(count)]
 
     async def lookup(  # noqa: PLR0911 - each early return is one documented way an entry is unusable
-        self, key: str, max_age: int | None = None
+        self,
+        key: str,
+        max_age: int | None = None,
+        fetch: Callable[[str], Awaitable[bytes | None]] | None = None,
     ) -> CachedEntry | None:
         """The entry under ``key`` if complete, unexpired and young enough.
 
         Corrupt or orphaned records are dropped. A hot entry confirmed within the last
         ``revalidate_after`` seconds is served without touching the store; an older one costs a
         GET of the small entry record (never the blobs) to confirm it is still the stored one.
+        ``fetch`` replaces that GET (single flight reads the record and takes its lock in one go).
         """
         now = self.clock()
         hot = self.hot.get(key, now) if self.hot is not None else None
         if hot is not None and self.hot is not None and now - hot.validated_at < self.hot.revalidate_after:
             return _young(hot.entry, max_age, now)
-        raw = await self.store.get(key)
+        raw = await (fetch or self.store.get)(key)
         if raw is None:
             if hot is not None and self.hot is not None:
                 self.hot.drop(key)  # purged or expired elsewhere

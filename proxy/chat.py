@@ -33,7 +33,7 @@ from proxy.keys import (
 )
 from proxy.keystore import ManagedKey
 from proxy.request import CacheControls, parse_chat_body, wants_stream, wants_usage
-from proxy.singleflight import RETRY, FlightResult, Leadership
+from proxy.singleflight import RETRY, FlightResult, Leadership, LockTicket
 from proxy.store import StoreError
 from proxy.streaming import sse
 from proxy.upstream import forward_headers
@@ -104,11 +104,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     cacheable = chat.namespace is not None
     can_store = cacheable and chat.controls.store
     result = "MISS"
+    # A request that will join the flight on a miss reads the cache and takes the lock in one go.
+    ticket = LockTicket()
     if not cacheable or not chat.controls.lookup:
         result = "BYPASS"
     else:
+        fetch = app[FLIGHTS].fetcher(chat.digest, ticket) if can_store else None
         try:
-            entry = await app[CACHE].lookup(chat.key, chat.controls.max_age)
+            entry = await app[CACHE].lookup(chat.key, chat.controls.max_age, fetch)
         except StoreError as exc:
             log.warning("cache lookup failed, bypassing: %s", exc)
             app[METRICS].store_errors.labels("get").inc()
@@ -116,7 +119,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if entry is not None:
             return await _serve_cached(request, chat, entry, "HIT")
     if result == "MISS" and can_store:
-        joined = await app[FLIGHTS].join(chat.digest, chat.key, lambda: _quiet_lookup(request, chat))
+        joined = await app[FLIGHTS].join(chat.digest, chat.key, lambda: _quiet_lookup(request, chat), ticket)
         if isinstance(joined, FlightResult):
             return await _serve_flight_result(request, chat, joined)
         return await _lead(request, chat, joined)

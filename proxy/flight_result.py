@@ -41,3 +41,10 @@ class Leadership:
     entry_absent: bool = False  # the store had no entry when the lock was taken
     answered: bool = False  # the leader's client has its answer; only storing is left
     done: bool = field(default=False)
+
+
+@dataclass(slots=True)
+class LockTicket:
+    """A flight lock taken while reading the cache (``SingleFlight.fetcher``), handed to ``join``."""
+
+    token: str | None = None

@@ -31,6 +31,15 @@ if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 return 0
 """
+# A miss in one round trip: the entry record if there is one, else take the lock.
+# KEYS: entry, lock; ARGV: token, ms. Returns the record, 1 (we lead) or 0 (someone else does).
+_GET_OR_LOCK = """
+local record = redis.call('get', KEYS[1])
+if record then return record end
+if redis.call('set', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+_UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 # One round trip at the end of every flight: keep the error for remote followers, drop our lock,
 # tell everyone. KEYS: lock, error; ARGV: token, channel, message, error payload ('' for none).
 _ANNOUNCE = """
@@ -69,6 +78,8 @@ class RedisFlights:
         self._announce = client.register_script(_ANNOUNCE)  # EVALSHA: the script is sent once
         self._refresh = client.register_script(_REFRESH)
         self._lock = client.register_script(_LOCK)
+        self._get_or_lock = client.register_script(_GET_OR_LOCK)
+        self._unlock = client.register_script(_UNLOCK)
 
     def lock_key(self, digest: str) -> str:
         """Redis key of a flight's lock."""
@@ -91,6 +102,21 @@ class RedisFlights:
             return (token if taken else None), False
         state = int(await self._lock(keys=[self.lock_key(digest), entry_key], args=[token, self.lock_ms]))
         return (token if state else None), state == 2
+
+    async def get_or_lock(self, digest: str, entry_key: str) -> tuple[bytes | None, str | None]:
+        """(the entry record, or None and our lock token if we now lead the flight).
+
+        Plain Redis only: on a Cluster the entry and the lock live in different slots.
+        """
+        token = secrets.token_hex(8)
+        reply = await self._get_or_lock(keys=[entry_key, self.lock_key(digest)], args=[token, self.lock_ms])
+        if isinstance(reply, bytes):
+            return reply, None
+        return None, (token if int(reply) == 1 else None)
+
+    async def unlock(self, digest: str, token: str) -> None:
+        """Drop a lock we hold without announcing anything."""
+        await self._unlock(keys=[self.lock_key(digest)], args=[token])
 
     async def keep_alive(self, digest: str, token: str) -> None:
         """Refresh the lock while the generation runs, so a slow image never looks abandoned."""

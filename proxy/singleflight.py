@@ -15,35 +15,63 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from proxy.cache import CachedEntry
-from proxy.flight_result import RETRY, FlightResult, Leadership
+from proxy.flight_result import RETRY, FlightResult, Leadership, LockTicket
 from proxy.flights_redis import RedisFlights
-from proxy.store import REDIS_FAILURES
+from proxy.store import REDIS_FAILURES, guarded
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RETRY", "FlightResult", "Leadership", "RedisFlights", "SingleFlight", "listening"]
+__all__ = ["RETRY", "FlightResult", "Leadership", "LockTicket", "RedisFlights", "SingleFlight", "listening"]
 
 
 class SingleFlight:
     """Join or lead the flight for a cache key."""
 
-    def __init__(self, remote: RedisFlights | None, max_wait: float) -> None:
+    def __init__(self, remote: RedisFlights | None, max_wait: float, store_timeout: float = 0.25) -> None:
         self.remote = remote
         self.max_wait = max_wait
+        self.store_timeout = store_timeout
         self._local: dict[str, Leadership] = {}
         self._background: set[asyncio.Task[None]] = set()
 
+    def fetcher(self, digest: str, ticket: LockTicket) -> Callable[[str], Awaitable[bytes | None]] | None:
+        """A cache-record reader that also takes the flight's Redis lock when there is no record.
+
+        A miss then costs one round trip instead of two (read, then lock); ``join`` picks the lock
+        up from ``ticket``. Only the caller that will ``join`` may use it. Plain Redis only: on a
+        Cluster the record and the lock live in different slots.
+        """
+        remote = self.remote
+        if remote is None or remote.cluster:
+            return None
+
+        async def fetch(key: str) -> bytes | None:
+            async with guarded("GET", self.store_timeout):
+                record, ticket.token = await remote.get_or_lock(digest, key)
+            return record
+
+        return fetch
+
     async def join(
-        self, digest: str, entry_key: str, lookup: Callable[[], Awaitable[CachedEntry | None]]
+        self,
+        digest: str,
+        entry_key: str,
+        lookup: Callable[[], Awaitable[CachedEntry | None]],
+        ticket: LockTicket | None = None,
     ) -> Leadership | FlightResult:
         """Either lead (go upstream, then ``finish``) or get the leader's result.
 
-        ``lookup`` re-reads the cache after a remote leader announced it stored the answer.
+        ``lookup`` re-reads the cache after a remote leader announced it stored the answer;
+        ``ticket`` carries a lock already taken by ``fetcher``.
         """
         deadline = time.monotonic() + self.max_wait
+        token = ticket.token if ticket is not None else None
         while True:
             local = self._local.get(digest)
             if local is not None:
+                if token is not None:  # a local leader without the lock (it led alone): let it go
+                    self.background(self._unlock(digest, token))
+                    token = None
                 late = local.answered
                 result = await asyncio.shield(local.future)
                 if result.kind != "retry":
@@ -54,6 +82,10 @@ class SingleFlight:
             future: asyncio.Future[FlightResult] = asyncio.get_running_loop().create_future()
             leadership = Leadership(digest, future)
             self._local[digest] = leadership
+            if token is not None and self.remote is not None:
+                leadership.token, leadership.entry_absent = token, True
+                leadership.heartbeat = asyncio.create_task(self.remote.keep_alive(digest, token))
+                return leadership
             if self.remote is None or time.monotonic() > deadline:
                 return leadership
             try:
@@ -133,6 +165,11 @@ class SingleFlight:
             log.warning("could not announce flight outcome: %r", exc)
         finally:
             self._forget(leadership)
+
+    async def _unlock(self, digest: str, token: str) -> None:
+        assert self.remote is not None
+        with contextlib.suppress(*REDIS_FAILURES):
+            await self.remote.unlock(digest, token)
 
     async def drain(self) -> None:
         """Wait for background stores and announcements (shutdown must not strand followers)."""

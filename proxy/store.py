@@ -16,6 +16,8 @@ import redis.asyncio as aioredis
 from aiocache import RedisCache
 from aiocache.serializers import NullSerializer
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from proxy.memory_cache import LRUMemoryCache
@@ -110,6 +112,13 @@ def redis_cache_kwargs(url: str) -> dict[str, object]:
     }
 
 
+def _one_retry() -> Retry:
+    """Retry a command once on a fresh connection: after a Redis restart every pooled connection
+    is dead, and without this the first command on each fails (a store lost, a lookup bypassed).
+    Still bounded by the store timeout."""
+    return Retry(NoBackoff(), 1)
+
+
 class RedisClientOps:
     """Store operations both Redis flavours run through a redis-py client (plain or cluster).
 
@@ -176,10 +185,10 @@ class RedisStore(RedisClientOps):
             create_connection_timeout=timeout,
             # Image blobs are ~1.5 MB: reading them in 1 MiB steps instead of redis-py's 64 KiB
             # default saves most of the parser's loop iterations on every image hit.
-            connection_pool_kwargs={"socket_read_size": 1 << 20},
+            connection_pool_kwargs={"socket_read_size": 1 << 20, "retry": _one_retry()},
             **redis_cache_kwargs(url),
         )
-        self.client = aioredis.Redis.from_url(url, socket_connect_timeout=timeout)
+        self.client = aioredis.Redis.from_url(url, socket_connect_timeout=timeout, retry=_one_retry())
 
     async def get(self, key: str) -> bytes | None:
         async with guarded("GET", self.timeout):

@@ -48,7 +48,7 @@ async def assert_recovers(proxy: ProxyServer, upstream: FakeUpstream, body: dict
         await asyncio.sleep(0.1)
     calls = upstream.chat_calls
     hit = await chat_raw(proxy, body)
-    assert hit.headers["X-Cache"] == "HIT"
+    assert hit.headers["X-Cache"] == "HIT", (hit.headers["X-Cache"], hit.status, hit.body[:300])
     assert hit.body == reply.body
     assert upstream.chat_calls == calls
     assert await readyz(proxy) == 200
