@@ -115,8 +115,8 @@ def redis_cache_kwargs(url: str) -> dict[str, object]:
 def _one_retry() -> Retry:
     """Retry a GET/MGET/SET once on a fresh connection: after a Redis restart every pooled
     connection is dead, and without this the first store on each is lost. Still bounded by the
-    store timeout. Not on the scripting/pub-sub client: measured there (bench, 2 workers) it
-    turned rare hiccups into 300-900 ms stalls and bypasses."""
+    store timeout. Not on the scripting client: a lock script re-run after a lost reply would find
+    its own lock taken and wait for it to lapse."""
     return Retry(NoBackoff(), 1)
 
 
