@@ -173,17 +173,7 @@ class BudgetGuard:
                     await self._call("budget", self._charge(key, model, cost_micro, tokens, "miss", saved=0))
             elif cost_micro is not None or billed_unknown:
                 actual = cost_micro if cost_micro is not None else reservation.estimate_micro
-                await self._call(
-                    "budget",
-                    self.ledger.settle(
-                        reservation,
-                        actual,
-                        model=model,
-                        prompt_tokens=tokens.prompt_tokens,
-                        completion_tokens=tokens.completion_tokens,
-                        cache_result="miss",
-                    ),
-                )
+                await self._settle(reservation, actual, model, tokens, "miss")
             else:
                 await self._call("budget", self.ledger.release(reservation))
         except _STORE_ERRORS as exc:
@@ -191,6 +181,21 @@ class BudgetGuard:
             log.warning("budget settle failed for key %s: %s", key.alias, type(exc).__name__)
             return
         await self.publish(key)
+
+    async def _settle(
+        self, reservation: Reservation, actual: int, model: str, tokens: Usage, cache_result: str
+    ) -> None:
+        await self._call(
+            "budget",
+            self.ledger.settle(
+                reservation,
+                actual,
+                model=model,
+                prompt_tokens=tokens.prompt_tokens,
+                completion_tokens=tokens.completion_tokens,
+                cache_result=cache_result,
+            ),
+        )
 
     async def release(self, key: ManagedKey, reservation: Reservation | None) -> None:
         """Give the reservation back: the upstream never answered, so nothing was billed."""
@@ -211,17 +216,7 @@ class BudgetGuard:
         reservation = await self.reserve_exact(key, model, saved_micro)
         if reservation is not None:
             try:
-                await self._call(
-                    "budget",
-                    self.ledger.settle(
-                        reservation,
-                        saved_micro,
-                        model=model,
-                        prompt_tokens=usage.prompt_tokens,
-                        completion_tokens=usage.completion_tokens,
-                        cache_result="hit",
-                    ),
-                )
+                await self._settle(reservation, saved_micro, model, usage, "hit")
             except _STORE_ERRORS:
                 return
             await self.publish(key)

@@ -21,11 +21,6 @@ class FlightResult:
     body: bytes = b""
     late: bool = False  # this follower arrived after the leader had already answered
 
-    @classmethod
-    def retry(cls) -> FlightResult:
-        """The leader produced nothing shareable (failure worth retrying, or nothing stored)."""
-        return cls("retry")
-
 
 RETRY = FlightResult("retry")
 

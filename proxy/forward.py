@@ -32,7 +32,6 @@ class MissOutcome:
     status: int = 0
     document: dict[str, Any] | None = None  # complete 200 response, parsed
     raw: bytes | None = None  # exact JSON bytes the client got (non-stream), else None
-    client_gone: bool = False
     upstream_seconds: float = 0.0
     ttfb_seconds: float = 0.0
     error_kind: str | None = None  # status_4xx | status_5xx | timeout | connect | stream_cut
@@ -128,7 +127,6 @@ async def forward_miss(
         else:
             await _relay_json(upstream, writer, outcome, keep_limit, finish_on_disconnect)
     outcome.upstream_seconds = time.perf_counter() - started
-    outcome.client_gone = writer.gone
     return writer, outcome
 
 
