@@ -243,8 +243,9 @@ async def purge_cache(request: web.Request) -> web.Response:
     cache = request.app[CACHE]
     if len([n for n in ("namespace", "key_id", "key_hash") if body.get(n)]) != 1:
         raise bad_request("Give exactly one of 'namespace', 'key_id' or 'key_hash'.")
-    # Answers already sent may still be on their way into the store: purge after them, not before.
-    await request.app[FLIGHTS].drain()
+    # Answers already sent may still be on their way into the store: purge after them, not before
+    # (each of their steps is bounded by a few store timeouts; so is this wait).
+    await request.app[FLIGHTS].drain(max(request.app[SETTINGS].store_timeout * 16, 5.0))
     if body.get("key_hash"):
         digest = str(body["key_hash"]).lower()
         return _json({"deleted": await cache.purge_digest(digest), "key_hash": digest})

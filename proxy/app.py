@@ -147,13 +147,17 @@ async def _flights_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = app[STORE]
     remote: RedisFlights | None = None
+    # A lock or announce script is a few round trips of the store timeout at most.
+    op_timeout = max(settings.store_timeout * 4, 1.0)
     if isinstance(store, ClusterStore):
-        remote = RedisFlights(store.client, settings.redis_prefix, settings.lock_ttl, store.subscriber)
+        remote = RedisFlights(
+            store.client, settings.redis_prefix, settings.lock_ttl, store.subscriber, op_timeout=op_timeout
+        )
     elif isinstance(store, RedisStore):
-        remote = RedisFlights(store.client, settings.redis_prefix, settings.lock_ttl)
+        remote = RedisFlights(store.client, settings.redis_prefix, settings.lock_ttl, op_timeout=op_timeout)
     flights = SingleFlight(
         remote, max_wait=settings.upstream_timeout + settings.lock_ttl, store_timeout=settings.store_timeout
     )
     app[FLIGHTS] = flights
-    async with listening(flights):
+    async with listening(flights, settings.shutdown_grace):
         yield

@@ -67,8 +67,12 @@ class RedisFlights:
         prefix: str,
         lock_ttl: float,
         subscriber: Callable[[], aioredis.Redis] | None = None,
+        op_timeout: float = 1.0,
     ) -> None:
         self.client = client
+        # Every call is bounded: the scripting client has no socket timeout of its own, and a
+        # reply that never comes must not hold a request, a background task or shutdown.
+        self.op_timeout = op_timeout
         self.cluster = isinstance(client, RedisCluster)
         self.subscriber = subscriber
         self.prefix = prefix
@@ -98,9 +102,11 @@ class RedisFlights:
         """
         token = secrets.token_hex(8)
         if self.cluster:
-            taken = await self.client.set(self.lock_key(digest), token, nx=True, px=self.lock_ms)
+            async with asyncio.timeout(self.op_timeout):
+                taken = await self.client.set(self.lock_key(digest), token, nx=True, px=self.lock_ms)
             return (token if taken else None), False
-        state = int(await self._lock(keys=[self.lock_key(digest), entry_key], args=[token, self.lock_ms]))
+        async with asyncio.timeout(self.op_timeout):
+            state = int(await self._lock(keys=[self.lock_key(digest), entry_key], args=[token, self.lock_ms]))
         return (token if state else None), state == 2
 
     async def get_or_lock(self, digest: str, entry_key: str) -> tuple[bytes | None, str | None]:
@@ -116,23 +122,26 @@ class RedisFlights:
 
     async def unlock(self, digest: str, token: str) -> None:
         """Drop a lock we hold without announcing anything."""
-        await self._unlock(keys=[self.lock_key(digest)], args=[token])
+        async with asyncio.timeout(self.op_timeout):
+            await self._unlock(keys=[self.lock_key(digest)], args=[token])
 
     async def keep_alive(self, digest: str, token: str) -> None:
         """Refresh the lock while the generation runs, so a slow image never looks abandoned."""
         while True:
             await asyncio.sleep(self.lock_ms / 3000)
             with contextlib.suppress(*REDIS_FAILURES):
-                await self._refresh(keys=[self.lock_key(digest)], args=[token, self.lock_ms])
+                async with asyncio.timeout(self.op_timeout):
+                    await self._refresh(keys=[self.lock_key(digest)], args=[token, self.lock_ms])
 
     async def announce(self, digest: str, token: str, result: FlightResult) -> None:
         """Publish the outcome and drop the lock (errors first, so followers can read them)."""
         kind = "stored" if result.kind == "entry" else result.kind
         payload = f"{result.status}\n".encode() + result.body if result.kind == "error" else b""
-        await self._announce(
-            keys=[self.lock_key(digest), self.error_key(digest)],
-            args=[token, self.channel, f"{digest} {kind}", payload],
-        )
+        async with asyncio.timeout(self.op_timeout):
+            await self._announce(
+                keys=[self.lock_key(digest), self.error_key(digest)],
+                args=[token, self.channel, f"{digest} {kind}", payload],
+            )
 
     async def wait(self, digest: str, max_wait: float) -> FlightResult | None:
         """Wait for the remote leader; None when its lock lapsed without an outcome."""
@@ -141,7 +150,8 @@ class RedisFlights:
             future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(digest, []).append(future)
             try:
-                pttl = int(await self.client.pttl(self.lock_key(digest)))
+                async with asyncio.timeout(self.op_timeout):
+                    pttl = int(await self.client.pttl(self.lock_key(digest)))
                 if pttl < 0:
                     return None
                 with contextlib.suppress(TimeoutError):
@@ -157,7 +167,8 @@ class RedisFlights:
 
     async def _result(self, digest: str, kind: bytes) -> FlightResult:
         if kind == b"error":
-            raw = await self.client.get(self.error_key(digest))
+            async with asyncio.timeout(self.op_timeout):
+                raw = await self.client.get(self.error_key(digest))
             if isinstance(raw, bytes) and raw:
                 status, _, body = raw.partition(b"\n")
                 return FlightResult("error", status=int(status), body=body)

@@ -171,22 +171,42 @@ class SingleFlight:
         with contextlib.suppress(*REDIS_FAILURES):
             await self.remote.unlock(digest, token)
 
-    async def drain(self) -> None:
-        """Wait for background stores and announcements (shutdown must not strand followers)."""
+    async def drain(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for background stores and announcements (a purge or a
+        shutdown must not strand followers); whether they all finished."""
+        deadline = time.monotonic() + seconds
         while self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await asyncio.wait(set(self._background), timeout=left)
+        return True
+
+    async def abandon(self, seconds: float) -> None:
+        """Cancel background work still running (at shutdown, after ``drain``): every step of it
+        is bounded, so this only happens when Redis stalls, and must not hold the process."""
+        pending = set(self._background)
+        if not pending:
+            return
+        log.warning("shutdown: cancelling %d background store(s) that did not finish", len(pending))
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=seconds)
 
 
 @contextlib.asynccontextmanager
-async def listening(flights: SingleFlight) -> AsyncIterator[None]:
-    """Run the announcement listener for the app's lifetime; flush announcements at the end."""
+async def listening(flights: SingleFlight, grace: float) -> AsyncIterator[None]:
+    """Run the announcement listener for the app's lifetime; flush announcements at the end,
+    waiting at most ``grace`` seconds so shutdown is bounded even when Redis is not."""
     remote = flights.remote
     task = asyncio.create_task(remote.listen()) if remote is not None else None
     try:
         yield
     finally:
-        await flights.drain()
+        if not await flights.drain(grace):
+            await flights.abandon(1.0)
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            done, _ = await asyncio.wait({task}, timeout=max(1.0, grace))
+            if not done:
+                log.warning("shutdown: the flight listener did not stop within %.1f s", max(1.0, grace))

@@ -18,6 +18,7 @@ from aiocache.serializers import NullSerializer
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from proxy.memory_cache import LRUMemoryCache
@@ -166,9 +167,18 @@ class RedisClientOps:
         return found
 
     async def ping(self) -> bool:
+        """Whether Redis answers within the store timeout.
+
+        Tried twice: a pooled connection to a Redis that has just restarted can fail once with
+        "closed by server" (seen under CPU load), and that is not an unreachable store; the
+        failed connection is dropped, so the second try opens a fresh one.
+        """
         try:
             async with asyncio.timeout(self.timeout):
-                return bool(await self.client.ping())
+                try:
+                    return bool(await self.client.ping())
+                except RedisConnectionError:
+                    return bool(await self.client.ping())
         except REDIS_FAILURES:
             return False
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -74,9 +75,20 @@ class RedisProcess:
             time.sleep(0.05)
         return self
 
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open and nothing answers, the worst kind of slow Redis."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT: answer again (what was sent meanwhile is processed now)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         """Terminate and reap the process (its scratch directory stays for a restart)."""
         if self.proc is not None and self.proc.poll() is None:
+            self.thaw()  # a frozen process would hold SIGTERM until it is continued
             self.proc.terminate()
             self.proc.wait(timeout=10)
         self.proc = None
