@@ -210,3 +210,5 @@ async def listening(flights: SingleFlight, grace: float) -> AsyncIterator[None]:
             done, _ = await asyncio.wait({task}, timeout=max(1.0, grace))
             if not done:
                 log.warning("shutdown: the flight listener did not stop within %.1f s", max(1.0, grace))
+            elif not task.cancelled() and (error := task.exception()) is not None:
+                log.warning("the flight listener had failed: %r", error)

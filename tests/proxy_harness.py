@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import socket
 from typing import Any
 
+import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
 from proxy.config import Settings
+from tests.task_dump import pending_tasks
+
+# How long aiohttp lets in-flight handlers finish when a test proxy stops.
+SHUTDOWN_TIMEOUT_S = 5.0
 
 
 def free_port() -> int:
@@ -29,7 +35,7 @@ class ProxyServer:
         self.settings = dataclasses.replace(settings, host="127.0.0.1", port=self.port)
         self.registry = registry or CollectorRegistry()
         self.app = create_app(self.settings, self.registry)
-        self.runner = web.AppRunner(self.app, shutdown_timeout=5)
+        self.runner = web.AppRunner(self.app, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
 
     @property
     def base(self) -> str:
@@ -47,7 +53,13 @@ class ProxyServer:
         return self
 
     async def stop(self) -> None:
-        await self.runner.cleanup()
+        """Graceful shutdown, which must be bounded: a hang fails here, listing what it waits for."""
+        limit = self.settings.shutdown_grace + SHUTDOWN_TIMEOUT_S + 15
+        try:
+            async with asyncio.timeout(limit):
+                await self.runner.cleanup()
+        except TimeoutError:
+            pytest.fail(f"the proxy did not stop within {limit:.0f} s; still running:\n{pending_tasks()}")
 
     async def __aenter__(self) -> ProxyServer:
         return await self.start()
