@@ -18,6 +18,7 @@ from bench.context import Options
 from bench.load import pick_generator
 from bench.machine import ROOT, litellm_available, machine_info
 from bench.matrix import SCENARIOS, plan
+from bench.redis_server import private_redis
 from bench.report import render
 from bench.runner import Runner, RunSetup, connect_redis, log, new_run_id
 from bench.targets import verdicts
@@ -45,6 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _main(args: argparse.Namespace) -> int:
+    """Pick the Redis (``PROXY_BENCH_REDIS_URL``, else a private one, else the default), then run."""
+    given = os.environ.get("PROXY_BENCH_REDIS_URL")
+    if given:
+        return await _bench(args, given, "given by PROXY_BENCH_REDIS_URL")
+    async with private_redis() as url:
+        if url is None:
+            return await _bench(args, DEFAULT_REDIS, "no redis-server binary: the machine's Redis")
+        return await _bench(args, url, "private redis-server started by the bench, see bench/redis_server.py")
+
+
+async def _bench(args: argparse.Namespace, redis_url: str, redis_origin: str) -> int:
     started = time.monotonic()
     load_before = _loadavg()
     generator = pick_generator(args.loadgen)
@@ -55,7 +67,6 @@ async def _main(args: argparse.Namespace) -> int:
         run_id=new_run_id(),
         miss_samples=args.miss_samples or (100 if args.quick else 200),
     )
-    redis_url = os.environ.get("PROXY_BENCH_REDIS_URL", DEFAULT_REDIS)
     cells = plan(args.quick, args.scenario)
     redis_client, redis_version = await connect_redis(redis_url)
     if redis_client is None:
@@ -82,7 +93,9 @@ async def _main(args: argparse.Namespace) -> int:
         "miss-latency samples": f"{opts.miss_samples} per side",
         "image size": f"~{args.image_bytes:,} B PNG",
         "load average (1/5/15 min) before / after": f"{load_before} / {_loadavg()}",
-        "Redis": _safe_url(redis_url) + ("" if redis_client is not None else " (unreachable)"),
+        "Redis": _safe_url(redis_url)
+        + f" ({redis_origin})"
+        + ("" if redis_client is not None else " (unreachable)"),
     }
     info = machine_info(redis_version, generator)
     args.results.write_text(render(results, info, settings, litellm_available(), elapsed))
