@@ -11,6 +11,7 @@ import redis
 import redis.asyncio as aioredis
 
 from tests.fake_upstream import FakeUpstream, fake_upstream_fixture
+from tests.hang_report import pytest_runtest_protocol  # noqa: F401 - a hook, registered by import
 from tests.proxy_harness import ProxyServer, free_port, proxy_settings
 from tests.redis_process import RedisProcess, answers
 
