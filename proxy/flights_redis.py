@@ -1,8 +1,9 @@
 """The cross-replica half of single flight: a Redis lock with heartbeat, outcomes on pub/sub.
 
 The leader holds ``SET NX PX`` (refreshed while the generation runs) and announces the outcome on
-one channel; followers elsewhere wait for that message (no busy polling) or for the lock to lapse,
-in which case one of them takes over. On a Redis Cluster the lock and error keys of a flight share
+one channel, but only when a follower on another replica has marked that it waits; followers
+wait for that message (no busy polling) or for the lock to lapse, in which case one of them takes
+over. On a Redis Cluster the lock and error keys of a flight share
 the digest as hash tag (one slot for the announce script); the entry key lives elsewhere, so the
 lock is a plain ``SET NX PX`` there.
 """
@@ -41,12 +42,27 @@ return 0
 """
 _UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 # One round trip at the end of every flight: keep the error for remote followers, drop our lock,
-# tell everyone. KEYS: lock, error; ARGV: token, channel, message, error payload ('' for none).
+# and publish the outcome only if a follower on some replica marked that it waits: most flights
+# have none, and every publish costs each replica's listener a message to parse.
+# KEYS: lock, error, waiters; ARGV: token, channel, message, error payload ('' for none).
 _ANNOUNCE = """
 if ARGV[4] ~= '' then redis.call('set', KEYS[2], ARGV[4], 'EX', 60) end
 if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
-return redis.call('publish', ARGV[2], ARGV[3])
+if redis.call('del', KEYS[3]) == 1 then return redis.call('publish', ARGV[2], ARGV[3]) end
+return 0
 """
+# A remote follower: the lock's remaining ms (negative: no flight) and, while there is one, a
+# marker that someone waits. Atomic with _ANNOUNCE: either the marker is seen and the outcome
+# published, or the lock is already gone and the follower reads the cache instead.
+# KEYS: lock, waiters; ARGV: extra ms the marker outlives the lock.
+_WAIT = """
+local ms = redis.call('pttl', KEYS[1])
+if ms > 0 then redis.call('set', KEYS[2], '1', 'PX', ms + tonumber(ARGV[1])) end
+return ms
+"""
+# How long a waiter marker outlives the lock it was set under (heartbeats extend the lock; each
+# follower re-marks at least every 2 s).
+_WAITER_GRACE_MS = 5000
 _REFRESH = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
     "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
@@ -80,6 +96,7 @@ class RedisFlights:
         self.channel = f"{prefix}:flights"
         self._waiters: dict[str, list[asyncio.Future[bytes]]] = {}
         self._announce = client.register_script(_ANNOUNCE)  # EVALSHA: the script is sent once
+        self._wait = client.register_script(_WAIT)
         self._refresh = client.register_script(_REFRESH)
         self._lock = client.register_script(_LOCK)
         self._get_or_lock = client.register_script(_GET_OR_LOCK)
@@ -88,6 +105,10 @@ class RedisFlights:
     def lock_key(self, digest: str) -> str:
         """Redis key of a flight's lock."""
         return f"{self.prefix}:lock:{{{digest}}}"
+
+    def waiters_key(self, digest: str) -> str:
+        """Redis key marking that a follower on some replica waits for this flight's outcome."""
+        return f"{self.prefix}:waiters:{{{digest}}}"
 
     def error_key(self, digest: str) -> str:
         """Redis key holding a failed flight's error for remote followers."""
@@ -139,7 +160,7 @@ class RedisFlights:
         payload = f"{result.status}\n".encode() + result.body if result.kind == "error" else b""
         async with asyncio.timeout(self.op_timeout):
             await self._announce(
-                keys=[self.lock_key(digest), self.error_key(digest)],
+                keys=[self.lock_key(digest), self.error_key(digest), self.waiters_key(digest)],
                 args=[token, self.channel, f"{digest} {kind}", payload],
             )
 
@@ -151,7 +172,11 @@ class RedisFlights:
             self._waiters.setdefault(digest, []).append(future)
             try:
                 async with asyncio.timeout(self.op_timeout):
-                    pttl = int(await self.client.pttl(self.lock_key(digest)))
+                    pttl = int(
+                        await self._wait(
+                            keys=[self.lock_key(digest), self.waiters_key(digest)], args=[_WAITER_GRACE_MS]
+                        )
+                    )
                 if pttl < 0:
                     return None
                 with contextlib.suppress(TimeoutError):

@@ -8,6 +8,7 @@ import dataclasses
 import aiohttp
 import openai
 import pytest
+import redis.asyncio as aioredis
 
 from tests.fake_upstream import FakeUpstream, png_of
 from tests.proxy_harness import ProxyServer, proxy_settings
@@ -132,3 +133,44 @@ async def test_client_that_disconnects_still_gets_the_generation_stored(
     assert status == 200
     assert cache == "HIT"
     assert fake_upstream.chat_calls == 1
+
+
+async def _flight_messages(pubsub: aioredis.client.PubSub, settle_s: float = 0.5) -> list[bytes]:
+    """Every flight announcement received within ``settle_s`` (announcements follow the replies)."""
+    messages: list[bytes] = []
+    deadline = asyncio.get_running_loop().time() + settle_s
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+        if message is not None:
+            messages.append(message["data"])
+    return messages
+
+
+async def test_outcomes_are_published_only_when_another_replica_waits(
+    fake_upstream: FakeUpstream, redis_url: str, key_prefix: str, redis_client: aioredis.Redis
+) -> None:
+    """A flight nobody else waits for ends without a pub/sub message (no replica parses one per
+    miss); when a follower on another replica waits, the outcome is published exactly once and
+    reaches it."""
+    fake_upstream.state.latency_s = 0.5
+    settings = proxy_settings(fake_upstream.url, redis_url, key_prefix)
+    async with (
+        ProxyServer(settings) as first,
+        ProxyServer(dataclasses.replace(settings, port=0)) as second,
+        aiohttp.ClientSession() as session,
+        redis_client.pubsub() as pubsub,
+    ):
+        await pubsub.subscribe(f"{key_prefix}:flights")
+        status, cache, _ = await _post(session, first.url, _body("nobody else asks"))
+        assert (status, cache) == (200, "MISS")
+        assert await _flight_messages(pubsub) == []
+
+        leader = asyncio.create_task(_post(session, first.url, _body("two replicas ask")))
+        await asyncio.sleep(0.2)  # the first replica now holds the flight lock
+        follower = await _post(session, second.url, _body("two replicas ask"))
+        assert (await leader)[:2] == (200, "MISS")
+        assert follower[:2] == (200, "COALESCED")
+        messages = await _flight_messages(pubsub)
+        assert len(messages) == 1
+        assert messages[0].endswith(b" stored")
+    assert fake_upstream.chat_calls == 2
