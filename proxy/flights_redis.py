@@ -3,9 +3,9 @@
 The leader holds ``SET NX PX`` (refreshed while the generation runs) and announces the outcome on
 one channel, but only when a follower on another replica has marked that it waits; followers
 wait for that message (no busy polling) or for the lock to lapse, in which case one of them takes
-over. On a Redis Cluster the lock and error keys of a flight share
-the digest as hash tag (one slot for the announce script); the entry key lives elsewhere, so the
-lock is a plain ``SET NX PX`` there.
+over. On a Redis Cluster the lock, error and waiter keys of a flight share the digest as hash tag
+(one slot for each script); the entry key lives elsewhere, so the lock is a plain ``SET NX PX``
+there.
 """
 
 from __future__ import annotations

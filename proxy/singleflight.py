@@ -150,7 +150,14 @@ class SingleFlight:
         """Run flight work after the response (kept referenced, and awaited at shutdown)."""
         task = asyncio.create_task(work)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        # Every expected failure is handled inside the work; anything else is logged here
+        # rather than as "Task exception was never retrieved" whenever the task is collected.
+        self._background.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("background flight work failed", exc_info=error)
 
     def _forget(self, leadership: Leadership) -> None:
         if self._local.get(leadership.digest) is leadership:
