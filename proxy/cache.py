@@ -61,19 +61,28 @@ class CachedEntry:
         return doc
 
     def sse_parts(self, include_usage: bool) -> Iterator[bytes]:
-        """The entry replayed as OpenAI SSE, images spliced in without re-parsing them."""
+        """The entry replayed as OpenAI SSE, images spliced in without re-parsing them.
+
+        Parts are written as they come, so an event may span several: each ~2 MB base64 image is
+        yielded on its own, as encoded, instead of being copied into a joined event and again
+        into its ``data: ...\n\n`` framing (three 2 MB copies per streamed image hit).
+        """
         doc = self.document()
         pending = list(self.blobs)
         for url_owner in _cut_images(doc):
             url_owner["url"] = url_owner["url"] + _PLACEHOLDER.decode()
+        marker = orjson.dumps(_PLACEHOLDER.decode())[1:-1]
         for chunk in replay_chunks(doc, include_usage):
-            data = orjson.dumps(chunk)
-            pieces = data.split(orjson.dumps(_PLACEHOLDER.decode())[1:-1])
-            out = [pieces[0]]
+            pieces = orjson.dumps(chunk).split(marker)
+            if len(pieces) == 1:
+                yield sse(pieces[0])
+                continue
+            small = b"data: " + pieces[0]
             for piece in pieces[1:]:
-                out.append(pybase64.b64encode(pending.pop(0)))
-                out.append(piece)
-            yield sse(b"".join(out))
+                yield small
+                yield pybase64.b64encode(pending.pop(0))
+                small = piece
+            yield small + b"\n\n"
         yield sse(b"[DONE]")
 
 
