@@ -147,8 +147,7 @@ async def _flights_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = app[STORE]
     remote: RedisFlights | None = None
-    # A lock or announce script is a few round trips of the store timeout at most.
-    op_timeout = max(settings.store_timeout * 4, 1.0)
+    op_timeout = settings.redis_op_timeout
     if isinstance(store, ClusterStore):
         remote = RedisFlights(
             store.client, settings.redis_prefix, settings.lock_ttl, store.subscriber, op_timeout=op_timeout

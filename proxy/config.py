@@ -119,6 +119,12 @@ class Settings:
             )
 
     @property
+    def redis_op_timeout(self) -> float:
+        """Bound of a Redis script or lookup on the request path (lock, announce, key, budget):
+        a few round trips of the store timeout, never less than a second."""
+        return max(self.store_timeout * 4, 1.0)
+
+    @property
     def upstream_base(self) -> str:
         """Upstream base URL without a trailing slash (``.../v1``)."""
         return self.upstream_url.rstrip("/")

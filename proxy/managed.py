@@ -35,8 +35,7 @@ async def managed_ctx(app: web.Application) -> AsyncIterator[None]:
         ledger = RedisBudgetLedger(client, settings.redis_prefix)
     else:
         store, ledger = MemoryKeyStore(), MemoryBudgetLedger()
-    # Redis calls on the request path are bounded: a few round trips of the store timeout.
-    timeout = max(settings.store_timeout * 4, 1.0)
+    timeout = settings.redis_op_timeout
     auth = KeyAuthenticator(store, settings, timeout=timeout)
     app[KEYSTORE] = store
     app[AUTH] = auth
