@@ -15,6 +15,8 @@ from collections.abc import Generator
 
 import pytest
 
+from tests.task_dump import describe_tasks
+
 REPORT_AFTER_S = 50.0
 
 
@@ -28,13 +30,10 @@ def _report(nodeid: str) -> None:
     for loop in _loops():
         try:
             tasks = list(asyncio.all_tasks(loop))
-        except RuntimeError as exc:  # the set changed under us; try once more
+        except RuntimeError as exc:  # the task set changed while we read it from this thread
             out.write(f"(could not list tasks: {exc})\n")
             continue
-        out.write(f"--- {loop!r}: {len(tasks)} task(s)\n")
-        for task in tasks:
-            out.write(f"* {task!r}\n")
-            task.print_stack(limit=20, file=out)
+        out.write(f"--- {loop!r}: {len(tasks)} task(s)\n{describe_tasks(tasks)}")
     sys.__stderr__.write(out.getvalue())
     sys.__stderr__.flush()
 

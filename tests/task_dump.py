@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Iterable
+
+
+def describe_tasks(tasks: Iterable[asyncio.Task[object]]) -> str:
+    """Each task with its stack, one after the other."""
+    out = io.StringIO()
+    for task in tasks:
+        out.write(f"* {task!r}\n")
+        task.print_stack(limit=25, file=out)
+    return out.getvalue()
 
 
 def pending_tasks() -> str:
     """Every unfinished task of the running loop but the caller's, each with its stack."""
-    out = io.StringIO()
     current = asyncio.current_task()
-    for task in asyncio.all_tasks():
-        if task is current:
-            continue
-        out.write(f"* {task!r}\n")
-        task.print_stack(limit=25, file=out)
-    return out.getvalue() or "(none)"
+    return describe_tasks(task for task in asyncio.all_tasks() if task is not current) or "(none)"
