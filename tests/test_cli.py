@@ -82,7 +82,9 @@ async def test_serve_workers_without_redis_warns_at_start(tmp_path: Path) -> Non
     assert "own in-memory cache" in output
 
 
-async def test_serve_workers_with_redis_does_not_warn(tmp_path: Path, redis_url: str, key_prefix: str) -> None:
+async def test_serve_workers_with_redis_does_not_warn(
+    tmp_path: Path, redis_url: str, key_prefix: str
+) -> None:
     """With PROXY_REDIS_URL the workers share the cache: no warning."""
     env = {"TMPDIR": str(tmp_path), "PROXY_REDIS_URL": redis_url, "PROXY_REDIS_PREFIX": key_prefix}
     process = ProxyProcess(env, ("--workers", "2"), clean_env=True)
@@ -97,7 +99,9 @@ async def test_serve_workers_with_redis_does_not_warn(tmp_path: Path, redis_url:
     assert WARNING_START not in output
 
 
-async def test_keys_create_keeps_every_repeated_models_flag(fake_upstream: FakeUpstream, key_prefix: str) -> None:
+async def test_keys_create_keeps_every_repeated_models_flag(
+    fake_upstream: FakeUpstream, key_prefix: str
+) -> None:
     """`keys create --models a --models b c` allows a, b and c (repeats extend, none is dropped)."""
     async with managed_proxy(fake_upstream, None, key_prefix) as proxy:
         env = {"PROXY_ADMIN_URL": proxy.base, "PROXY_ADMIN_TOKEN": ADMIN_TOKEN}
