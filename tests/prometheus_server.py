@@ -1,6 +1,7 @@
 """A real Prometheus server for tests: started on a free port, scraping one target every second.
 
-Fails the test (never skips) when no ``prometheus`` binary is installed; ``make test`` installs it.
+Fails the test (never skips) when no ``prometheus`` (or ``promtool``) binary is installed; ``make test``
+installs both (``make prometheus-bin``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,21 @@ def prometheus_binary() -> str:
     if not os.access(found, os.X_OK):
         pytest.fail(
             f"The live dashboard test needs the Prometheus server, and {found} is not installed: run "
-            "`make prometheus-bin` (apt-get install prometheus) or set PROXY_TEST_PROMETHEUS.",
+            "`make prometheus-bin` (apt-get install --no-install-recommends prometheus) "
+            "or set PROXY_TEST_PROMETHEUS.",
+            pytrace=False,
+        )
+    return found
+
+
+def promtool_binary() -> str:
+    """``PROXY_TEST_PROMTOOL``, else ``promtool`` on PATH, else /usr/bin/promtool (Debian's prometheus)."""
+    found = os.environ.get("PROXY_TEST_PROMTOOL") or shutil.which("promtool") or "/usr/bin/promtool"
+    if not os.access(found, os.X_OK):
+        pytest.fail(
+            f"The alert rule tests need promtool, and {found} is not installed: run "
+            "`make prometheus-bin` (apt-get install --no-install-recommends prometheus) "
+            "or set PROXY_TEST_PROMTOOL.",
             pytrace=False,
         )
     return found
