@@ -125,8 +125,11 @@ async def test_readme_keys_block_and_make_keys_work_against_a_live_proxy() -> No
     does the set-up's `make keys ARGS=...` line, against a proxy started with an admin token."""
     proxy = ProxyProcess({"PROXY_ADMIN_TOKEN": ADMIN_TOKEN}, clean_env=True).start()
     try:
+        # A user's shell: no PROXY_* of the test run, and no MAKEFLAGS/MAKELEVEL of `make test`
+        # (a nested make would add "Entering directory" lines to the output).
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("PROXY_", "MAKE", "MFLAGS"))}
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("PROXY_")},
+            **inherited,
             "PROXY_ADMIN_URL": proxy.base,
             "PROXY_ADMIN_TOKEN": ADMIN_TOKEN,
         }
@@ -145,7 +148,8 @@ async def test_readme_keys_block_and_make_keys_work_against_a_live_proxy() -> No
             make_keys, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        made = json.loads(result.stdout[result.stdout.index("{") :])
+        # make echoes the command first; the CLI's JSON follows.
+        made, _ = json.JSONDecoder().raw_decode(result.stdout[result.stdout.index("{") :])
         assert (made["alias"], made["budget_usd"]) == ("team-a", 5)
     finally:
         proxy.stop()
