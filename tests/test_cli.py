@@ -67,17 +67,22 @@ def test_serve_help_still_offers_workers_and_upstream() -> None:
     assert "--upstream-url" in result.stdout
 
 
-async def test_serve_workers_without_redis_warns_at_start(tmp_path: Path) -> None:
-    """`serve --workers 2` with the in-memory store logs that each worker has a private cache."""
-    process = ProxyProcess({"TMPDIR": str(tmp_path)}, ("--workers", "2"), clean_env=True)
+async def two_workers_output(env: dict[str, str]) -> str:
+    """What `serve --workers 2` prints until both workers listen (then it is stopped)."""
+    process = ProxyProcess(env, ("--workers", "2"), clean_env=True)
     process.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     process.launch()
     try:
         await process.wait_for_output("Running on", count=2)
-        output = process.output()
+        return process.output()
     finally:
         assert process.stop() == 0
         process.close()
+
+
+async def test_serve_workers_without_redis_warns_at_start(tmp_path: Path) -> None:
+    """`serve --workers 2` with the in-memory store logs that each worker has a private cache."""
+    output = await two_workers_output({"TMPDIR": str(tmp_path)})
     assert f"--workers 2{WARNING_START}" in output
     assert "own in-memory cache" in output
 
@@ -87,15 +92,7 @@ async def test_serve_workers_with_redis_does_not_warn(
 ) -> None:
     """With PROXY_REDIS_URL the workers share the cache: no warning."""
     env = {"TMPDIR": str(tmp_path), "PROXY_REDIS_URL": redis_url, "PROXY_REDIS_PREFIX": key_prefix}
-    process = ProxyProcess(env, ("--workers", "2"), clean_env=True)
-    process.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    process.launch()
-    try:
-        await process.wait_for_output("Running on", count=2)
-        output = process.output()
-    finally:
-        assert process.stop() == 0
-        process.close()
+    output = await two_workers_output(env)
     assert WARNING_START not in output
 
 
