@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: run demo test lint bench clean venv prometheus-bin
+.PHONY: run demo keys test lint bench clean venv prometheus-bin
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,14 +26,34 @@ run: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/llm-cache-proxy demo
 
+# The keys CLI without activating the venv: make keys ARGS='create --alias team-a --budget 5'
+keys: $(VENV)/.installed
+	$(BIN)/llm-cache-proxy keys $(ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check proxy tests bench
 	$(BIN)/ruff format --check proxy tests bench
 	$(BIN)/mypy --strict proxy
 
-# The live dashboard test runs a real Prometheus server; install it when missing (Debian/Ubuntu).
+# The tests run a real Prometheus (dashboards) and promtool (alert rules); Debian's `prometheus`
+# package has both. PROXY_TEST_PROMETHEUS / PROXY_TEST_PROMTOOL point the tests at other binaries.
+PROMETHEUS_INSTALL := apt-get install -y -qq --no-install-recommends prometheus
 prometheus-bin:
-	command -v prometheus >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus)
+	@prom="$${PROXY_TEST_PROMETHEUS:-$$(command -v prometheus)}"; \
+	tool="$${PROXY_TEST_PROMTOOL:-$$(command -v promtool)}"; \
+	if [ -x "$$prom" ] && [ -x "$$tool" ]; then exit 0; fi; \
+	if [ -n "$${PROXY_TEST_PROMETHEUS}$${PROXY_TEST_PROMTOOL}" ]; then \
+		echo "PROXY_TEST_PROMETHEUS='$$prom' / PROXY_TEST_PROMTOOL='$$tool': not executable files" >&2; \
+		exit 1; \
+	fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "make test needs prometheus and promtool, and installing them needs root. Run:" >&2; \
+		echo "    sudo apt-get update && sudo $(PROMETHEUS_INSTALL)" >&2; \
+		echo "or name binaries you have: PROXY_TEST_PROMETHEUS=/path/prometheus PROXY_TEST_PROMTOOL=/path/promtool make test" >&2; \
+		exit 1; \
+	fi; \
+	echo "installing Debian's prometheus (for prometheus and promtool)"; \
+	apt-get update -qq && $(PROMETHEUS_INSTALL)
 
 test: lint prometheus-bin
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -52,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=float, help="USD per period")
     parser.add_argument("--period", choices=["day", "month", "total"])
-    parser.add_argument("--models", nargs="+", metavar="GLOB", help="allowed models (globs)")
+    # "extend": `--models a b` and `--models a --models b` both allow a and b (the default
+    # "store" kept only the last repeat).
+    parser.add_argument(
+        "--models", nargs="+", action="extend", metavar="GLOB", help="allowed models (globs); repeatable"
+    )
     parser.add_argument("--namespace", dest="cache_namespace", help="cache namespace to share")
     parser.add_argument("--rpm", type=int, help="requests per minute")
 

@@ -1,6 +1,7 @@
 """A real Prometheus server for tests: started on a free port, scraping one target every second.
 
-Fails the test (never skips) when no ``prometheus`` binary is installed; ``make test`` installs it.
+Fails the test (never skips) when no ``prometheus`` (or ``promtool``) binary is installed; ``make test``
+installs both (``make prometheus-bin``).
 """
 
 from __future__ import annotations
@@ -24,16 +25,27 @@ from tests.proxy_harness import free_port
 JOB = "llm-proxy"
 
 
-def prometheus_binary() -> str:
-    """``PROXY_TEST_PROMETHEUS``, else ``prometheus`` on PATH, else /usr/bin/prometheus."""
-    found = os.environ.get("PROXY_TEST_PROMETHEUS") or shutil.which("prometheus") or "/usr/bin/prometheus"
+def _binary(variable: str, name: str, needed_by: str) -> str:
+    """``$variable``, else ``name`` on PATH, else /usr/bin/``name`` (Debian's prometheus package);
+    fails the test with the command that installs it."""
+    found = os.environ.get(variable) or shutil.which(name) or f"/usr/bin/{name}"
     if not os.access(found, os.X_OK):
         pytest.fail(
-            f"The live dashboard test needs the Prometheus server, and {found} is not installed: run "
-            "`make prometheus-bin` (apt-get install prometheus) or set PROXY_TEST_PROMETHEUS.",
+            f"{needed_by} need {name}, and {found} is not installed: run `make prometheus-bin` "
+            f"(apt-get install --no-install-recommends prometheus) or set {variable}.",
             pytrace=False,
         )
     return found
+
+
+def prometheus_binary() -> str:
+    """The Prometheus server (``PROXY_TEST_PROMETHEUS`` names another one)."""
+    return _binary("PROXY_TEST_PROMETHEUS", "prometheus", "The live dashboard tests")
+
+
+def promtool_binary() -> str:
+    """promtool (``PROXY_TEST_PROMTOOL`` names another one)."""
+    return _binary("PROXY_TEST_PROMTOOL", "promtool", "The alert rule tests")
 
 
 class PrometheusServer:
