@@ -16,6 +16,8 @@ from typing import Any
 from proxy.config import Settings
 from proxy.logs import configure_logging
 
+EXIT_UNSAFE_STATE_STORE = 3  # the state Redis may evict keys and budgets (proxy.state_store)
+
 
 def _serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="listen address (PROXY_HOST)")
@@ -63,6 +65,7 @@ def _run_worker(settings: Settings, multiprocess_dir: str | None, reuse_port: bo
     from aiohttp import web  # noqa: PLC0415
 
     from proxy.app import create_app  # noqa: PLC0415
+    from proxy.state_store import StateStoreUnsafe  # noqa: PLC0415
 
     configure_logging(settings.log_level, settings.log_format)
     try:
@@ -72,15 +75,19 @@ def _run_worker(settings: Settings, multiprocess_dir: str | None, reuse_port: bo
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
         pass
     app = create_app(settings, multiprocess_dir=multiprocess_dir)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        reuse_port=reuse_port or None,
-        shutdown_timeout=settings.shutdown_grace,
-        access_log=None,
-        print=lambda msg: print(msg, flush=True),
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            reuse_port=reuse_port or None,
+            shutdown_timeout=settings.shutdown_grace,
+            access_log=None,
+            print=lambda msg: print(msg, flush=True),
+        )
+    except StateStoreUnsafe as exc:
+        print(f"llm-cache-proxy: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_UNSAFE_STATE_STORE) from None
 
 
 def serve(settings: Settings) -> int:
