@@ -136,10 +136,12 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     state.in_flight += 1
     state.max_in_flight = max(state.max_in_flight, state.in_flight)
     try:
-        if state.fail_next:
-            status, payload = state.fail_next.pop(0)
-            return _json(payload, status)
+        # The failure belongs to the request that arrived first, and comes after the same latency
+        # as an answer would (a leader's error must not beat its followers to the proxy).
+        failure = state.fail_next.pop(0) if state.fail_next else None
         await _wait(state, is_image_model(body["model"]))
+        if failure is not None:
+            return _json(failure[1], failure[0])
         completion = build_completion(body, state.calls["chat"], state.image_url, state.completion_tokens)
         if body.get("stream", False):
             options = body.get("stream_options")
