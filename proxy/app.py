@@ -31,7 +31,7 @@ from proxy.keys import (
     STORE,
     VERIFIER,
 )
-from proxy.managed import managed_ctx, managed_passthrough
+from proxy.managed import managed_ctx, managed_passthrough, refuse_evicting_state_ctx
 from proxy.metrics import ProxyMetrics, render_latest
 from proxy.pricing import PriceTable, parse_pricing
 from proxy.singleflight import RedisFlights, SingleFlight, listening
@@ -106,6 +106,7 @@ def create_app(
     metrics = ProxyMetrics(registry)
     app[METRICS] = metrics
     app[ACCOUNTANT] = Accountant(PriceTable.from_config(parse_pricing(settings.pricing)), metrics)
+    app.cleanup_ctx.append(refuse_evicting_state_ctx)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_session_ctx)
     app.cleanup_ctx.append(prices_ctx)

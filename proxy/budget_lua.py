@@ -66,10 +66,12 @@ if ARGV[12] ~= '' then
   units = floor_u
   if ARGV[6] ~= '' then
     local available = tonumber(ARGV[6]) - spent - reserved - estimate
-    if num == 0 or available >= cost(cap_u, num, den) then
-      units = cap_u
-    elseif available > 0 then
-      units = math.max(floor_u, math.min(cap_u, idiv(available * den, num)))
+    if available >= 0 then
+      if num == 0 or available >= cost(cap_u, num, den) then
+        units = cap_u
+      else
+        units = math.max(floor_u, math.min(cap_u, idiv(available * den, num)))
+      end
     end
   end
   estimate = estimate + cost(units, num, den)

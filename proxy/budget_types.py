@@ -62,12 +62,10 @@ class CompletionGrant:
         The floor is returned when even it does not fit: the caller's budget check refuses that.
         The Lua reserve script mirrors this exactly.
         """
-        if available is None:
+        if available is None or available < 0:
             return self.floor
         if self.unit_num == 0 or available >= self.cost(self.cap):
             return self.cap
-        if available <= 0:
-            return self.floor
         return max(self.floor, min(self.cap, available * self.unit_den // self.unit_num))
 
 

@@ -37,6 +37,23 @@ def managed_keys_possible(settings: Settings) -> bool:
     return settings.auth == "managed" or settings.admin_token is not None or bool(settings.keys)
 
 
+async def refuse_evicting_state_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The first context: refuse to start against a state Redis that may evict (nothing is open
+    yet, so nothing leaks); unreachable is not refused, the guard checks again later."""
+    settings = app[SETTINGS]
+    url = settings.state_url
+    if url is not None and managed_keys_possible(settings) and not settings.allow_evicting_state_store:
+        client = open_state_client(url, settings.store_timeout)
+        try:
+            guard = StateStoreGuard(
+                client, app[METRICS], timeout=settings.redis_op_timeout, allow_unsafe=False
+            )
+            await guard.at_start()  # StateStoreUnsafe: the process exits, naming the setting
+        finally:
+            await client.aclose()
+    yield
+
+
 async def managed_ctx(app: web.Application) -> AsyncIterator[None]:
     """Open the key store and budget ledger (after the store context, which opens Redis)."""
     settings = app[SETTINGS]
@@ -52,8 +69,7 @@ async def managed_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[STATE_GUARD] = guard
     try:
-        if managed_keys_possible(settings):
-            await guard.at_start()  # StateStoreUnsafe: the process refuses to start
+        await guard.check()  # the verdict for readiness and the gauge, before the first request
         async with guard.watching():
             await _open_keys_and_budgets(app, client, guard)
             yield
