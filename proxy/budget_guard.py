@@ -137,8 +137,7 @@ class BudgetGuard:
             self.metrics.budget_rejections.labels(self.metrics.key_label(key.alias)).inc()
             self._publish(key, result.spent_micro + result.reserved_micro)
             raise budget_exceeded(key, result, datetime.fromtimestamp(self._clock(), UTC))
-        bound = {} if plan.bound_param is None else {plan.bound_param: result.granted_units}
-        return Admitted(result, bound)
+        return Admitted(result, dict.fromkeys(plan.bound_fields, result.granted_units))
 
     async def settle(
         self,

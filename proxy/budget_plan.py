@@ -3,7 +3,9 @@
 A reservation is a fixed part (prompt, input images, per-request fee) plus completion tokens:
 
 - the client set ``max_tokens``/``max_completion_tokens``: that many (at most the model's
-  ``max_output_tokens``) per choice, and the request is forwarded untouched;
+  ``max_output_tokens``) per choice, and the request is forwarded as sent — except, for a key
+  with a budget, a limit above the model's maximum is lowered to it (the reservation covers the
+  maximum, so the upstream must not be allowed more, whatever the table's maximum is);
 - it did not, and the key has a budget: the ledger grants, in its atomic reserve step, between
   the model's ``typical_completion_tokens`` and ``max_output_tokens`` per choice — as many as the
   budget covers — and the request is forwarded with ``max_tokens_param`` set to the grant, so
@@ -45,7 +47,7 @@ class ReservationPlan:
 
     fixed_micro: int
     grant: CompletionGrant | None  # None: an unpriced model (allowed explicitly), reserves 0
-    bound_param: str | None  # set upstream to the granted units; None: forward untouched
+    bound_fields: tuple[str, ...] = ()  # set upstream to the granted units; (): forward untouched
 
 
 def _image_url(part: object) -> str | None:
@@ -94,13 +96,16 @@ def _positive_int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
+_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
 def client_limit(body: Mapping[str, Any], model_max: int) -> int | None:
     """The completion limit the client asked for, per choice; None when it set none.
 
     A limit field present with a value the upstream will not take (a string, zero) counts as the
     model's maximum: the request is forwarded as sent, so the reservation must cover anything.
     """
-    limits = [body[f] for f in ("max_tokens", "max_completion_tokens") if body.get(f) is not None]
+    limits = [body[f] for f in _LIMIT_FIELDS if body.get(f) is not None]
     if not limits:
         return None
     valid = [_positive_int(value) for value in limits]
@@ -130,7 +135,7 @@ def plan_reservation(
 ) -> ReservationPlan:
     """What to reserve for one managed miss of a model priced ``price`` (None: unpriced)."""
     if price is None:
-        return ReservationPlan(0, None, None)
+        return ReservationPlan(0, None)
     images, image_chars = count_images(body.get("messages"))
     fixed = (
         prompt_token_bound(raw, image_chars) * price.input_micro_per_token
@@ -147,5 +152,9 @@ def plan_reservation(
         floor = cap = typical
     num, den, cap = unit_price(price, choices(body), cap)
     grant = CompletionGrant(min(floor, cap), cap, num, den)
-    bound = price.max_tokens_param if limit is None and budgeted else None
+    bound: tuple[str, ...] = ()
+    if budgeted and limit is None:
+        bound = (price.max_tokens_param,)
+    elif budgeted:
+        bound = tuple(f for f in _LIMIT_FIELDS if (_positive_int(body.get(f)) or 0) > cap)
     return ReservationPlan(math.ceil(Fraction(fixed)), grant, bound)

@@ -10,6 +10,7 @@ an admin token nor configured keys: then nothing could create state worth protec
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -68,14 +69,15 @@ async def managed_ctx(app: web.Application) -> AsyncIterator[None]:
         client, app[METRICS], timeout=timeout, allow_unsafe=settings.allow_evicting_state_store
     )
     app[STATE_GUARD] = guard
-    try:
-        await guard.check()  # the verdict for readiness and the gauge, before the first request
-        async with guard.watching():
-            await _open_keys_and_budgets(app, client, guard)
-            yield
-    finally:
+    async with contextlib.AsyncExitStack() as stack:
         if own is not None:
-            await own.aclose()
+            stack.push_async_callback(own.aclose)
+        # A pure cache (no managed key can exist) may sit on any Redis: nothing to watch or log.
+        if managed_keys_possible(settings):
+            await guard.check()  # the verdict for readiness and the gauge, before the first request
+            await stack.enter_async_context(guard.watching())
+        await _open_keys_and_budgets(app, client, guard)
+        yield
 
 
 async def _open_keys_and_budgets(

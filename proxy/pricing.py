@@ -182,16 +182,6 @@ class PriceTable:
             return None
         return round_half_up(exact_cost(price, prompt_tokens, completion_tokens, images, input_images))
 
-    def estimate_micro_usd(
-        self, model: str, prompt_tokens: int, max_tokens: int | None, images_expected: int = 0
-    ) -> int:
-        """Cost of ``prompt_tokens`` plus ``max_tokens`` (else the typical completion); 0 if unpriced."""
-        price = self.lookup(model)
-        if price is None:
-            return 0
-        completion = price.typical_completion_tokens if max_tokens is None else max_tokens
-        return round_half_up(exact_cost(price, prompt_tokens, completion, images_expected))
-
 
 # TOML key -> ModelPrice field.
 _TOML_KEYS = {

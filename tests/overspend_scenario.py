@@ -16,11 +16,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
-
 from tests.budget_processes import Tenant, chat, ledger_rows, proxy_env, standing, start_proxy, write_config
 from tests.fake_upstream import FakeUpstream
 from tests.proxy_process import REPO
+from tests.redis_process import delete_prefix
 
 MODEL = "gpt-4o-mini"  # $0.15 / $0.60 per million tokens, 16,384 output tokens at most
 LONG_TOKENS = 16_000
@@ -86,16 +85,6 @@ async def run(repo: Path, redis_url: str, prefix: str, workdir: Path) -> Figures
     )
 
 
-def _cleanup(redis_url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        doomed = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if doomed:
-            client.delete(*doomed)
-    finally:
-        client.close()
-
-
 def main(argv: list[str]) -> int:
     """``python -m tests.overspend_scenario [repo] [redis_url]``: print the figures of one run."""
     repo = Path(argv[0]) if argv else REPO
@@ -105,7 +94,7 @@ def main(argv: list[str]) -> int:
         try:
             figures = asyncio.run(run(repo, redis_url, prefix, Path(workdir)))
         finally:
-            _cleanup(redis_url, prefix)
+            delete_prefix(redis_url, prefix)
     print(f"{repo}: {figures.line()}")
     return 0
 

@@ -26,35 +26,38 @@ def test_no_limit_with_a_budget_grants_typical_to_max_and_sets_the_bound() -> No
     """No max_tokens on a budgeted key: a grant from typical to the model max, sent as max_tokens."""
     result = plan(chat_body("hello"))
     assert (result.grant.floor, result.grant.cap) == (1000, 16_384)
-    assert result.bound_param == "max_tokens"
+    assert result.bound_fields == ("max_tokens",)
     assert Fraction(result.grant.unit_num, result.grant.unit_den) == Fraction("0.6")
 
 
 def test_reasoning_models_are_bounded_with_max_completion_tokens() -> None:
     """o3's bound travels in max_completion_tokens, its floor is 4,000 and its cap 100,000."""
     result = plan(chat_body("think", "o3"), O3)
-    assert result.bound_param == "max_completion_tokens"
+    assert result.bound_fields == ("max_completion_tokens",)
     assert (result.grant.floor, result.grant.cap) == (4000, 100_000)
 
 
 @pytest.mark.parametrize(
-    ("extra", "units"),
+    ("extra", "units", "lowered"),
     [
-        ({"max_tokens": 50}, 50),
-        ({"max_completion_tokens": 70}, 70),
-        ({"max_tokens": 10, "max_completion_tokens": 90}, 90),
-        ({"max_tokens": 1_000_000}, 16_384),  # capped by the model's maximum
-        ({"max_tokens": "lots"}, 16_384),  # forwarded as sent: the worst case is reserved
-        ({"max_tokens": 0}, 16_384),
+        ({"max_tokens": 50}, 50, ()),
+        ({"max_completion_tokens": 70}, 70, ()),
+        ({"max_tokens": 10, "max_completion_tokens": 90}, 90, ()),
+        ({"max_tokens": 1_000_000}, 16_384, ("max_tokens",)),  # above the model's maximum: lowered
+        ({"max_tokens": 20_000, "max_completion_tokens": 9}, 16_384, ("max_tokens",)),
+        ({"max_tokens": "lots"}, 16_384, ()),  # forwarded as sent: the worst case is reserved
+        ({"max_tokens": 0}, 16_384, ()),
     ],
 )
-def test_client_limits_are_reserved_capped_by_the_model_and_forwarded_untouched(
-    extra: dict[str, Any], units: int
+def test_client_limits_are_reserved_capped_by_the_model(
+    extra: dict[str, Any], units: int, lowered: tuple[str, ...]
 ) -> None:
-    """A client's own limit is a fixed grant (at most the model max); nothing is injected."""
+    """A client's own limit is a fixed grant (at most the model max), forwarded as sent unless
+    it exceeds the maximum the reservation covers; keys without a budget are never changed."""
     result = plan(chat_body("hello", **extra))
     assert result.grant.floor == result.grant.cap == units
-    assert result.bound_param is None
+    assert result.bound_fields == lowered
+    assert plan(chat_body("hello", **extra), budgeted=False).bound_fields == ()
 
 
 def test_n_multiplies_the_completion_unit() -> None:
@@ -70,13 +73,13 @@ def test_keys_without_a_budget_reserve_typical_and_are_not_bounded() -> None:
     """Unlimited keys: bookkeeping only; the request goes upstream exactly as sent."""
     result = plan(chat_body("hello"), budgeted=False)
     assert result.grant.floor == result.grant.cap == 1000
-    assert result.bound_param is None
+    assert result.bound_fields == ()
 
 
 def test_unpriced_model_reserves_nothing() -> None:
     """An unpriced model (allowed explicitly) reserves 0 and is not bounded."""
     result = plan(chat_body("hello", "mystery"), None)
-    assert (result.fixed_micro, result.grant, result.bound_param) == (0, None, None)
+    assert (result.fixed_micro, result.grant, result.bound_fields) == (0, None, ())
 
 
 def _edit_body(image_bytes: int, parts: int = 1) -> dict[str, Any]:

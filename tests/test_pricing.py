@@ -26,7 +26,6 @@ def test_image_model_costs_exactly_38700_micro_usd_per_image() -> None:
     """1,290 output tokens at $30/M is exactly 38,700 micro-USD (~$0.039), no float drift."""
     assert TABLE.cost_micro_usd(IMAGE_MODEL, 0, 1290) == 38_700
     assert TABLE.cost_micro_usd(IMAGE_MODEL, 10, 1290) == 38_703
-    assert TABLE.estimate_micro_usd(IMAGE_MODEL, 0, 1290) == 38_700
 
 
 @given(n=st.integers(min_value=0, max_value=1000))
@@ -82,17 +81,26 @@ def test_negative_counts_never_credit_spend() -> None:
     assert TABLE.cost_micro_usd("gpt-4o", -100, -5, images=-1) == 0
 
 
-def test_unknown_model_costs_none_and_estimates_zero() -> None:
-    """An unknown model has no cost (None) and reserves nothing."""
+def test_unknown_model_has_no_cost() -> None:
+    """An unknown model has no price and no cost (None), never a guessed one."""
     assert TABLE.lookup("totally-new-model") is None
     assert TABLE.cost_micro_usd("totally-new-model", 10, 10) is None
-    assert TABLE.estimate_micro_usd("totally-new-model", 10, 10) == 0
 
 
-def test_estimate_uses_max_tokens_else_typical() -> None:
-    """Reservations use max_tokens when given, else the model's typical completion size."""
-    assert TABLE.estimate_micro_usd("gpt-4o", 1000, 500) == 1000 * 2.5 + 500 * 10
-    assert TABLE.estimate_micro_usd("gpt-4o", 0, None) == 1000 * 10
+def test_per_request_and_per_input_image_fees_are_added() -> None:
+    """A per-call fee is charged once per call, a per-input-image fee per image in the request."""
+    table = PriceTable(
+        {
+            "m": ModelPrice(
+                Fraction(1),
+                Fraction(2),
+                per_input_image_usd=Fraction("0.001"),
+                per_request_usd=Fraction("0.01"),
+            )
+        }
+    )
+    assert table.cost_micro_usd("m", 10, 5) == 10 + 10 + 10_000
+    assert table.cost_micro_usd("m", 10, 5, input_images=3) == 10 + 10 + 10_000 + 3_000
 
 
 @pytest.mark.parametrize(
