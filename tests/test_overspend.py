@@ -9,8 +9,9 @@ from pathlib import Path
 from proxy.pricing import DEFAULT_PRICES
 from tests import overspend_scenario
 from tests.budget_processes import Tenant, chat, proxy_env, standing, start_proxy, until, write_config
-from tests.e2e_helpers import IMAGE_MODEL
+from tests.e2e_helpers import IMAGE_MODEL, chat_raw
 from tests.fake_upstream import FakeUpstream, assert_valid_png, png_of
+from tests.managed_helpers import create_key, key_status, managed_proxy
 from tests.proxy_process import REPO
 
 
@@ -119,3 +120,26 @@ async def test_a_vision_edit_with_a_two_megabyte_image_fits_a_reasonable_budget(
     assert_valid_png(png_of(reply.json()["choices"][0]["message"]["images"][0]["image_url"]["url"]))
     final = await standing(redis_url, key_prefix, tenant.id)
     assert (final.reserved, 0 < final.spent <= 50_000) == (0, True)
+
+
+async def test_without_redis_the_same_bound_holds(fake_upstream: FakeUpstream, key_prefix: str) -> None:
+    """In-process (no Redis): 50 concurrent never-ending answers on a budget for about one settle
+    within the budget, with nothing left reserved (the memory ledger grants like the Lua script)."""
+    fake_upstream.state.completion_tokens = overspend_scenario.LONG_TOKENS
+    fake_upstream.state.latency_s = 0.3
+    async with managed_proxy(fake_upstream, None, key_prefix) as proxy:
+        key, secret = await create_key(
+            proxy, budget_usd=overspend_scenario.BUDGET_MICRO / 1_000_000, period="total"
+        )
+        bodies = [
+            {"model": overspend_scenario.MODEL, "messages": [{"role": "user", "content": f"go on, take {i}"}]}
+            for i in range(overspend_scenario.REQUESTS)
+        ]
+        replies = await asyncio.gather(*(chat_raw(proxy, body, api_key=secret) for body in bodies))
+        status = await key_status(proxy, key["id"])
+    answered = [r for r in replies if r.status == 200]
+    assert answered
+    assert all(r.status in (200, 429) for r in replies)
+    assert fake_upstream.chat_calls == len(answered)
+    assert status["spend_micro_usd"] <= overspend_scenario.BUDGET_MICRO
+    assert status["reserved_usd"] == 0
