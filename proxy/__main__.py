@@ -17,6 +17,8 @@ from typing import Any
 from proxy.config import Settings
 from proxy.logs import configure_logging
 
+EXIT_UNSAFE_STATE_STORE = 3  # the state Redis may evict keys and budgets (proxy.state_store)
+
 USAGE = """\
 A caching reverse proxy for OpenAI-compatible APIs: point an OpenAI SDK's base_url at it.
 
@@ -52,9 +54,12 @@ def _serve_flags(parser: argparse.ArgumentParser) -> None:
 
 # Each worker is its own process: without Redis nothing is shared between them.
 WORKERS_WITHOUT_REDIS = (
-    "--workers %d without PROXY_REDIS_URL: each worker has its own in-memory cache, managed keys, "
-    "budgets and single flight (one prompt can be a MISS once per worker, and a key created via "
-    "the admin API exists only in the worker that answered); set PROXY_REDIS_URL to share them"
+    "--workers %d without PROXY_REDIS_URL: each worker has its own in-memory cache and single "
+    "flight%s (one prompt can be a MISS once per worker); set PROXY_REDIS_URL to share them"
+)
+# Appended when keys and budgets have no Redis either (no PROXY_STATE_REDIS_URL).
+_PRIVATE_KEYS = (
+    ", managed keys and budgets (a key created via the admin API exists only in the worker that answered)"
 )
 
 _DEMO_REFUSES = {
@@ -137,6 +142,7 @@ def _run_worker(settings: Settings, multiprocess_dir: str | None, reuse_port: bo
     from aiohttp import web  # noqa: PLC0415
 
     from proxy.app import create_app  # noqa: PLC0415
+    from proxy.state_store import StateStoreUnsafe  # noqa: PLC0415
 
     configure_logging(settings.log_level, settings.log_format)
     try:
@@ -146,15 +152,19 @@ def _run_worker(settings: Settings, multiprocess_dir: str | None, reuse_port: bo
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
         pass
     app = create_app(settings, multiprocess_dir=multiprocess_dir)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        reuse_port=reuse_port or None,
-        shutdown_timeout=settings.shutdown_grace,
-        access_log=None,
-        print=lambda msg: print(msg, flush=True),
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            reuse_port=reuse_port or None,
+            shutdown_timeout=settings.shutdown_grace,
+            access_log=None,
+            print=lambda msg: print(msg, flush=True),
+        )
+    except StateStoreUnsafe as exc:
+        print(f"llm-cache-proxy: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_UNSAFE_STATE_STORE) from None
 
 
 def serve(settings: Settings) -> int:
@@ -164,7 +174,8 @@ def serve(settings: Settings) -> int:
         return 0
     if settings.redis_url is None:
         configure_logging(settings.log_level, settings.log_format)
-        logging.getLogger("proxy").warning(WORKERS_WITHOUT_REDIS, settings.workers)
+        private_keys = _PRIVATE_KEYS if settings.state_url is None else ""
+        logging.getLogger("proxy").warning(WORKERS_WITHOUT_REDIS, settings.workers, private_keys)
     # prometheus-client picks its value class at import time: children must see the directory
     # in their environment before they import it, hence 'spawn' and the variable set here.
     metrics_dir = tempfile.mkdtemp(prefix="lcp-metrics-")

@@ -31,13 +31,14 @@ from proxy.keys import (
     STORE,
     VERIFIER,
 )
-from proxy.managed import managed_ctx, managed_passthrough
+from proxy.managed import managed_ctx, managed_passthrough, refuse_evicting_state_ctx
 from proxy.metrics import ProxyMetrics, render_latest
-from proxy.pricing import PriceTable, parse_price_overrides
+from proxy.pricing import PriceTable, parse_pricing
 from proxy.singleflight import RedisFlights, SingleFlight, listening
 from proxy.store import ByteStore, MemoryStore, RedisStore
 from proxy.store_cluster import ClusterStore, is_cluster_url
 from proxy.upstream import make_session
+from proxy.upstream_prices import prices_ctx
 from proxy.verify import CallerVerifier
 
 MULTIPROC_DIR = web.AppKey("multiproc_dir", str)
@@ -104,9 +105,11 @@ def create_app(
         app[MULTIPROC_DIR] = multiprocess_dir
     metrics = ProxyMetrics(registry)
     app[METRICS] = metrics
-    app[ACCOUNTANT] = Accountant(PriceTable(parse_price_overrides(settings.pricing)), metrics)
+    app[ACCOUNTANT] = Accountant(PriceTable.from_config(parse_pricing(settings.pricing)), metrics)
+    app.cleanup_ctx.append(refuse_evicting_state_ctx)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_session_ctx)
+    app.cleanup_ctx.append(prices_ctx)
     app.cleanup_ctx.append(_flights_ctx)
     app.cleanup_ctx.append(managed_ctx)
     app.router.add_post(CHAT_ROUTE, chat_completions)

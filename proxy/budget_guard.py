@@ -1,9 +1,12 @@
 """Budget enforcement on the request path: RPM limit, reserve before forwarding, settle after.
 
-The ledger does the atomic work (one Lua script per step in Redis); this module decides what to
-reserve, what a request finally cost, and what the client is told when it is refused. A budget
-store that cannot be reached refuses keys with a budget (503) when ``PROXY_BUDGET_FAIL_CLOSED``,
-otherwise lets them through unmetered, and never hangs: every call is bounded in time.
+The ledger does the atomic work (one Lua script per step in Redis); ``budget_plan`` decides what
+to reserve and which bound goes upstream; this module applies it, settles what a request finally
+cost, and tells the client why it is refused. A key with a budget never uses a model nothing
+prices (403, unless ``PROXY_ALLOW_UNPRICED_MODELS``) nor a state Redis that may evict its budget
+(503). A budget store that cannot be reached refuses keys with a budget (503) when
+``PROXY_BUDGET_FAIL_CLOSED``, otherwise lets them through unmetered, and never hangs: every call
+is bounded in time.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -21,56 +25,24 @@ from redis.exceptions import RedisError
 from proxy.accounting import Accountant, Usage
 from proxy.auth import model_not_allowed, store_unavailable
 from proxy.budget import BudgetLedger, BudgetRefusal, Reservation
-from proxy.errors import ProxyError
+from proxy.budget_errors import budget_exceeded, model_not_priced, rate_limited
+from proxy.budget_plan import plan_reservation
 from proxy.keystore import ManagedKey
 from proxy.metrics import ProxyMetrics
-from proxy.pricing import micro_to_usd
+from proxy.state_store import StateStoreGuard
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _STORE_ERRORS = (RedisError, OSError, TimeoutError)
-BYTES_PER_TOKEN = 4  # rough prompt size estimate; the real count settles the reservation
 
 
-def budget_exceeded(key: ManagedKey, refusal: BudgetRefusal, now: datetime) -> ProxyError:
-    """429 ``insufficient_quota``; ``x-should-retry: false`` because waiting minutes will not help."""
-    spent = micro_to_usd(refusal.spent_micro)
-    budget = micro_to_usd(refusal.budget_micro)
-    in_flight = micro_to_usd(refusal.reserved_micro)
-    resets = "never (total budget)" if refusal.resets_at is None else refusal.resets_at.isoformat()
-    message = (
-        f"Budget exceeded for key '{key.alias}': spent {spent:.6f} of {budget:.6f} USD "
-        f"this {key.period} ({in_flight:.6f} USD reserved by requests in flight; this request "
-        f"needs about {micro_to_usd(refusal.estimate_micro):.6f} USD), resets at {resets}."
-    )
-    headers = {"x-should-retry": "false"}
-    retry_after = refusal.retry_after_s(now)
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
-    return ProxyError(429, message, type="insufficient_quota", code="budget_exceeded", headers=headers)
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A reserved miss: the reservation (None when unmetered) and the fields to set upstream."""
 
-
-def rate_limited(key: ManagedKey, retry_after: int) -> ProxyError:
-    """429 ``rate_limit_exceeded``: retrying later is the right thing, so the SDK may retry."""
-    return ProxyError(
-        429,
-        f"Rate limit reached for key '{key.alias}': {key.rpm} requests per minute.",
-        type="requests",
-        code="rate_limit_exceeded",
-        headers={"Retry-After": str(retry_after)},
-    )
-
-
-def estimate_micro(accountant: Accountant, model: str, raw: bytes, body: Mapping[str, Any]) -> int:
-    """What to reserve: prompt size plus ``max_tokens`` (else the model's typical completion), times n."""
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    max_tokens = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
-    n = body.get("n")
-    choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
-    prompt_tokens = len(raw) // BYTES_PER_TOKEN
-    completion = accountant.prices.estimate_micro_usd(model, 0, max_tokens)
-    return accountant.prices.estimate_micro_usd(model, prompt_tokens, 0) + completion * choices
+    reservation: Reservation | None = None
+    bound: Mapping[str, int] = field(default_factory=dict)  # e.g. {"max_tokens": granted units}
 
 
 class BudgetGuard:
@@ -86,6 +58,8 @@ class BudgetGuard:
         reservation_ttl_s: int,
         fail_closed: bool,
         charge_hits: bool,
+        allow_unpriced: bool = False,
+        state: StateStoreGuard | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ledger = ledger
@@ -95,6 +69,8 @@ class BudgetGuard:
         self.reservation_ttl_s = reservation_ttl_s
         self.fail_closed = fail_closed
         self.charge_hits = charge_hits
+        self.allow_unpriced = allow_unpriced
+        self.state = state
         self._clock = clock
 
     async def _call(self, op: str, step: Awaitable[T]) -> T:
@@ -109,9 +85,15 @@ class BudgetGuard:
         return key.budget_micro is not None and self.fail_closed
 
     async def admit(self, key: ManagedKey, model: str) -> None:
-        """Checks before anything else happens: allowed model (403), requests per minute (429)."""
+        """Checks before anything else happens: allowed model (403), a price for it and a state
+        store that keeps budgets (403/503, keys with a budget), requests per minute (429)."""
         if not key.allows_model(model):
             raise model_not_allowed(key, model)
+        if key.budget_micro is not None:
+            if not self.allow_unpriced and self.accountant.prices.lookup(model) is None:
+                raise model_not_priced(key, model)
+            if self.state is not None:
+                await self.state.ensure_safe()
         if key.rpm is None:
             return
         try:
@@ -123,16 +105,23 @@ class BudgetGuard:
         if not allowed:
             raise rate_limited(key, max(1, 60 - int(self._clock() % 60)))
 
-    async def reserve(
-        self, key: ManagedKey, model: str, raw: bytes, body: Mapping[str, Any]
-    ) -> Reservation | None:
-        """Set the estimate aside (429 if it does not fit); None when the store is down and we fail open."""
-        estimate = estimate_micro(self.accountant, model, raw, body)
+    async def reserve(self, key: ManagedKey, model: str, raw: bytes, body: Mapping[str, Any]) -> Admitted:
+        """Set the estimate aside and size the completion bound (429 if even the smallest does
+        not fit); unmetered (no reservation, no bound) when the store is down and we fail open."""
+        plan = plan_reservation(
+            self.accountant.prices.lookup(model), raw, body, budgeted=key.budget_micro is not None
+        )
         try:
             result = await self._call(
                 "budget",
                 self.ledger.reserve(
-                    key.id, key.budget_micro, key.period, estimate, self.reservation_ttl_s, model=model
+                    key.id,
+                    key.budget_micro,
+                    key.period,
+                    plan.fixed_micro,
+                    self.reservation_ttl_s,
+                    model=model,
+                    grant=plan.grant,
                 ),
             )
         except _STORE_ERRORS:
@@ -143,12 +132,12 @@ class BudgetGuard:
             )
             if self._enforced(key):
                 raise store_unavailable("budget") from None
-            return None
+            return Admitted()
         if isinstance(result, BudgetRefusal):
             self.metrics.budget_rejections.labels(self.metrics.key_label(key.alias)).inc()
             self._publish(key, result.spent_micro + result.reserved_micro)
             raise budget_exceeded(key, result, datetime.fromtimestamp(self._clock(), UTC))
-        return result
+        return Admitted(result, dict.fromkeys(plan.bound_fields, result.granted_units))
 
     async def settle(
         self,

@@ -15,6 +15,7 @@ from proxy.budget_types import (
     LATE_SETTLE_GRACE_S,
     BudgetRefusal,
     BudgetStatus,
+    CompletionGrant,
     ReleaseBySettle,
     Reservation,
     UsageSummary,
@@ -102,31 +103,39 @@ class MemoryBudgetLedger(ReleaseBySettle):
         reservation_ttl_s: int = DEFAULT_RESERVATION_TTL_S,
         *,
         model: str = "",
+        grant: CompletionGrant | None = None,
     ) -> Reservation | BudgetRefusal:
-        """Atomically set the estimate aside, or refuse if it does not fit the budget."""
+        """Atomically set the estimate aside (sizing a grant), or refuse if it does not fit."""
         check_amounts(key_id, estimate_micro)
         now = self._clock()
         period_id, resets_at = window_at(period, now)
         state = self._state(key_id, now)
         tally = state.tallies.get(period_id, _Tally())
-        if is_refused(tally.spent, tally.reserved, estimate_micro, budget_micro):
+        estimate, units = estimate_micro, 0
+        if grant is not None:
+            available = (
+                None if budget_micro is None else budget_micro - tally.spent - tally.reserved - estimate
+            )
+            units = grant.units_for(available)
+            estimate += grant.cost(units)
+        if is_refused(tally.spent, tally.reserved, estimate, budget_micro):
             assert budget_micro is not None
             return BudgetRefusal(
                 key_id,
                 budget_micro,
                 tally.spent,
                 tally.reserved,
-                estimate_micro,
+                estimate,
                 period_id,
                 resets_at,
             )
         tally = self._tally(state, period, period_id, now)
-        tally.reserved += estimate_micro
+        tally.reserved += estimate
         tally.requests += 1
         rid = secrets.token_hex(12)
         due = now + reservation_ttl_s
-        state.held[rid] = _Held(period, period_id, estimate_micro, model, due)
-        return Reservation(rid, key_id, period, period_id, estimate_micro, model, due)
+        state.held[rid] = _Held(period, period_id, estimate, model, due)
+        return Reservation(rid, key_id, period, period_id, estimate, model, due, units)
 
     async def settle(
         self,

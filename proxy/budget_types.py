@@ -34,6 +34,39 @@ class Reservation:
     estimate_micro: int
     model: str
     expires_at: float  # epoch seconds; after this an unsettled reservation becomes spend
+    granted_units: int = 0  # completion tokens per choice the upstream may produce (with a grant)
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionGrant:
+    """Completion tokens a reservation may cover: at least ``floor``, at most ``cap``, as many as fit.
+
+    One unit is one completion token in each of the request's ``n`` choices and costs
+    ``unit_num / unit_den`` micro-USD. The Redis script does this arithmetic in Lua's doubles, so
+    ``cap * unit_num + unit_den`` stays below 2**52 (``proxy.budget_plan`` rounds the unit price up
+    to a coarser fraction when it would not): every product is then an exact integer.
+    """
+
+    floor: int
+    cap: int
+    unit_num: int
+    unit_den: int
+
+    def cost(self, units: int) -> int:
+        """Micro-USD of ``units``, rounded up (a reservation never falls short by rounding)."""
+        return -(-units * self.unit_num // self.unit_den)
+
+    def units_for(self, available: int | None) -> int:
+        """Units granted when ``available`` micro-USD remain after the fixed part (None: no budget).
+
+        The floor is returned when even it does not fit: the caller's budget check refuses that.
+        The Lua reserve script mirrors this exactly.
+        """
+        if available is None or available < 0:
+            return self.floor
+        if self.unit_num == 0 or available >= self.cost(self.cap):
+            return self.cap
+        return max(self.floor, min(self.cap, available * self.unit_den // self.unit_num))
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +141,13 @@ class BudgetLedger(Protocol):
         reservation_ttl_s: int = DEFAULT_RESERVATION_TTL_S,
         *,
         model: str = "",
+        grant: CompletionGrant | None = None,
     ) -> Reservation | BudgetRefusal:
-        """Atomically set the estimate aside, or refuse if it does not fit the budget."""
+        """Atomically set the estimate aside, or refuse if it does not fit the budget.
+
+        With a ``grant`` the estimate is the fixed part and the completion is sized in the same
+        atomic step: ``grant.units_for(budget - spent - reserved - estimate)`` units are added.
+        """
         ...
 
     async def settle(

@@ -12,6 +12,8 @@ from aiohttp import web
 
 from proxy.accounting import Usage
 from proxy.auth import managed_namespace
+from proxy.budget_guard import Admitted
+from proxy.budget_plan import count_images
 from proxy.cache import CachedEntry, meta_for
 from proxy.cache_key import cache_hash
 from proxy.envelope import image_urls, split_response
@@ -216,16 +218,18 @@ async def _forward(
     """Forward a miss; returns the response and whether the flight was handed to a background store."""
     app = request.app
     settings = app[SETTINGS]
-    reservation = None
+    admitted = Admitted()
     if chat.managed is not None:  # 429 here, before anything is forwarded
-        reservation = await app[BUDGETS].reserve(chat.managed, chat.model, chat.raw, chat.body)
+        admitted = await app[BUDGETS].reserve(chat.managed, chat.model, chat.raw, chat.body)
+    reservation = admitted.reservation
     request[REQUEST_CACHE] = result
     app[METRICS].record_cache_result(chat.model, result)
-    upstream_body = chat.raw
+    # The budget's completion bound, if any: the upstream cannot produce more than was reserved.
+    changes: dict[str, object] = dict(admitted.bound)
     if chat.stream and not chat.usage_asked:
         # Usage is how we account a stream; the client still sees exactly what it asked for.
-        options = {**(chat.body.get("stream_options") or {}), "include_usage": True}
-        upstream_body = orjson.dumps({**chat.body, "stream_options": options})
+        changes["stream_options"] = {**(chat.body.get("stream_options") or {}), "include_usage": True}
+    upstream_body = orjson.dumps({**chat.body, **changes}) if changes else chat.raw
     authorization = request.headers.get("Authorization")
     if chat.managed is not None:
         authorization = app[AUTH].upstream_authorization()
@@ -260,7 +264,8 @@ async def _forward(
     if chat.bearer is not None and 200 <= outcome.status < 300:
         await app[VERIFIER].mark(chat.bearer)
     handed_off = False
-    if can_store and outcome.document is not None:
+    # An answer our own bound cut short is the client's, but not what an unbounded request gets.
+    if can_store and outcome.document is not None and not (admitted.bound and _cut_short(outcome.document)):
         if leadership is None:
             await _store(request, chat, outcome)
         else:
@@ -276,6 +281,13 @@ async def _forward(
     return writer.response, handed_off
 
 
+def _cut_short(document: dict[str, Any]) -> bool:
+    """Some choice stopped at the token limit (OpenAI ``finish_reason: "length"``)."""
+    return any(
+        isinstance(c, dict) and c.get("finish_reason") == "length" for c in document.get("choices") or ()
+    )
+
+
 def _account(request: web.Request, chat: ChatRequest, outcome: MissOutcome) -> int | None:
     """Record the upstream call in metrics; its cost in micro-USD, None without usage."""
     metrics = request.app[METRICS]
@@ -286,8 +298,9 @@ def _account(request: web.Request, chat: ChatRequest, outcome: MissOutcome) -> i
         metrics.record_upstream_error(outcome.error_kind)
     if outcome.usage is not None:
         images = len(image_urls(outcome.document)) if outcome.document is not None else 0
+        input_images, _ = count_images(chat.body.get("messages"))
         return request.app[ACCOUNTANT].spent(
-            chat.model, chat.alias, Usage.from_mapping(outcome.usage, images)
+            chat.model, chat.alias, Usage.from_mapping(outcome.usage, images, input_images)
         )
     return None
 

@@ -41,6 +41,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     redis_url: str | None = None
+    # Keys, budgets, reservations, the ledger and RPM windows; None: the same Redis as the cache.
+    state_redis_url: str | None = None
     cache_ttl: int = 86400
     cache_max_entry_bytes: int = 32 * 1024 * 1024
     memory_cache_bytes: int = 256 * 1024 * 1024
@@ -62,6 +64,11 @@ class Settings:
     budget_fail_closed: bool = True
     charge_cache_hits: bool = False
     lock_ttl: float = 30.0
+    allow_unpriced_models: bool = False
+    upstream_prices: bool = True
+    prices_refresh: float = 3600.0
+    # Dangerous: enforce budgets even on a state Redis that may evict them (README "State Redis").
+    allow_evicting_state_store: bool = False
     # Tables from the TOML file (PROXY_CONFIG); kept raw here, parsed by their owners.
     pricing: Mapping[str, Any] = field(default_factory=dict)
     keys: tuple[Mapping[str, Any], ...] = ()
@@ -112,11 +119,22 @@ class Settings:
                 raise ValueError(f"PROXY_{name.upper()} must be positive")
         if self.store_timeout <= 0 or self.upstream_timeout <= 0:
             raise ValueError("timeouts must be positive")
-        scheme, sep, _ = (self.redis_url or "redis://").partition("://")
-        if not sep or scheme not in _REDIS_SCHEMES:
-            raise ValueError(
-                "PROXY_REDIS_URL must be redis://, rediss://, or a cluster seed redis+cluster://host:port"
-            )
+        if self.prices_refresh <= 0:
+            raise ValueError("PROXY_PRICES_REFRESH must be positive")
+        for name, url in (
+            ("PROXY_REDIS_URL", self.redis_url),
+            ("PROXY_STATE_REDIS_URL", self.state_redis_url),
+        ):
+            scheme, sep, _ = (url or "redis://").partition("://")
+            if not sep or scheme not in _REDIS_SCHEMES:
+                raise ValueError(
+                    f"{name} must be redis://, rediss://, or a cluster seed redis+cluster://host:port"
+                )
+
+    @property
+    def state_url(self) -> str | None:
+        """Where keys and budgets live: ``PROXY_STATE_REDIS_URL``, else the cache's Redis, else memory."""
+        return self.state_redis_url or self.redis_url
 
     @property
     def redis_op_timeout(self) -> float:
@@ -142,8 +160,15 @@ _INT = {
     "key_verify_ttl",
     "workers",
 }
-_FLOAT = {"upstream_timeout", "store_timeout", "shutdown_grace", "lock_ttl"}
-_BOOL = {"finish_on_disconnect", "budget_fail_closed", "charge_cache_hits"}
+_FLOAT = {"upstream_timeout", "store_timeout", "shutdown_grace", "lock_ttl", "prices_refresh"}
+_BOOL = {
+    "finish_on_disconnect",
+    "budget_fail_closed",
+    "charge_cache_hits",
+    "allow_unpriced_models",
+    "upstream_prices",
+    "allow_evicting_state_store",
+}
 _SECRET = {"upstream_api_key", "admin_token"}
 
 

@@ -15,6 +15,7 @@ from proxy.config import Settings
 from proxy.keystore import KeyStore
 from proxy.metrics import ProxyMetrics
 from proxy.singleflight import SingleFlight
+from proxy.state_store import StateStoreGuard
 from proxy.store import ByteStore
 from proxy.verify import CallerVerifier
 
@@ -32,6 +33,8 @@ REDIS: web.AppKey[aioredis.Redis | aioredis.RedisCluster] = web.AppKey("redis")
 KEYSTORE = web.AppKey("keystore", KeyStore)
 AUTH = web.AppKey("auth", KeyAuthenticator)
 BUDGETS = web.AppKey("budgets", BudgetGuard)
+# Whether the state Redis is safe from eviction (`.safe`: True / False / None unknown), for readiness.
+STATE_GUARD = web.AppKey("state_guard", StateStoreGuard)
 
 # Per-request facts the metrics middleware reads after the handler ran.
 REQUEST_MODEL = web.RequestKey("model", str)

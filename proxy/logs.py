@@ -7,6 +7,14 @@ import time
 
 import orjson
 
+LOG_VALUE_CHARS = 120
+
+
+def clip(value: str, limit: int = LOG_VALUE_CHARS) -> str:
+    """A client- or upstream-controlled string made safe to log: ``repr``-quoted and bounded."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...'"
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, for log shippers."""

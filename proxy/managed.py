@@ -1,11 +1,16 @@
 """Wiring of managed keys into the app: the key store, authenticator and budget guard, and the
 non-chat ``/v1/*`` route for managed callers.
 
-Redis when configured (shared by every replica), else in-process stores with the same rules.
+Redis when configured (shared by every replica), else in-process stores with the same rules. The
+state Redis is ``PROXY_STATE_REDIS_URL`` (default: the cache's Redis and its client); it must not
+evict (``proxy.state_store``), so the proxy refuses to start against one that may, whenever
+managed keys can exist (not with ``PROXY_AUTH=passthrough``, nor in ``auto`` mode with neither
+an admin token nor configured keys: then nothing could create state worth protecting).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -14,20 +19,71 @@ from aiohttp import web
 from proxy.auth import FREE_ROUTES, KeyAuthenticator
 from proxy.budget import DEFAULT_RESERVATION_TTL_S, BudgetLedger, MemoryBudgetLedger, RedisBudgetLedger
 from proxy.budget_guard import BudgetGuard
+from proxy.config import Settings
 from proxy.errors import ProxyError
 from proxy.handlers import bearer_of
-from proxy.keys import ACCOUNTANT, AUTH, BUDGETS, KEYSTORE, METRICS, REDIS, SETTINGS
+from proxy.keys import ACCOUNTANT, AUTH, BUDGETS, KEYSTORE, METRICS, REDIS, SETTINGS, STATE_GUARD
 from proxy.keystore import KeyStore, MemoryKeyStore
 from proxy.keystore_redis import RedisKeyStore
 from proxy.passthrough import passthrough
+from proxy.state_store import StateClient, StateStoreGuard, open_state_client
 
 log = logging.getLogger(__name__)
+
+
+def managed_keys_possible(settings: Settings) -> bool:
+    """Whether this configuration can ever hold managed keys (and so state that must survive)."""
+    if settings.auth == "passthrough":
+        return False
+    return settings.auth == "managed" or settings.admin_token is not None or bool(settings.keys)
+
+
+async def refuse_evicting_state_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The first context: refuse to start against a state Redis that may evict (nothing is open
+    yet, so nothing leaks); unreachable is not refused, the guard checks again later."""
+    settings = app[SETTINGS]
+    url = settings.state_url
+    if url is not None and managed_keys_possible(settings) and not settings.allow_evicting_state_store:
+        client = open_state_client(url, settings.store_timeout)
+        try:
+            guard = StateStoreGuard(
+                client, app[METRICS], timeout=settings.redis_op_timeout, allow_unsafe=False
+            )
+            await guard.at_start()  # StateStoreUnsafe: the process exits, naming the setting
+        finally:
+            await client.aclose()
+    yield
 
 
 async def managed_ctx(app: web.Application) -> AsyncIterator[None]:
     """Open the key store and budget ledger (after the store context, which opens Redis)."""
     settings = app[SETTINGS]
-    client = app.get(REDIS)
+    url = settings.state_url
+    own: StateClient | None = None  # a client this context opened (and closes)
+    client: StateClient | None = None
+    if url is not None:
+        shared = app.get(REDIS) if url == settings.redis_url else None
+        client = shared if shared is not None else (own := open_state_client(url, settings.store_timeout))
+    timeout = settings.redis_op_timeout
+    guard = StateStoreGuard(
+        client, app[METRICS], timeout=timeout, allow_unsafe=settings.allow_evicting_state_store
+    )
+    app[STATE_GUARD] = guard
+    async with contextlib.AsyncExitStack() as stack:
+        if own is not None:
+            stack.push_async_callback(own.aclose)
+        # A pure cache (no managed key can exist) may sit on any Redis: nothing to watch or log.
+        if managed_keys_possible(settings):
+            await guard.check()  # the verdict for readiness and the gauge, before the first request
+            await stack.enter_async_context(guard.watching())
+        await _open_keys_and_budgets(app, client, guard)
+        yield
+
+
+async def _open_keys_and_budgets(
+    app: web.Application, client: StateClient | None, guard: StateStoreGuard
+) -> None:
+    settings = app[SETTINGS]
     store: KeyStore
     ledger: BudgetLedger
     if client is not None:
@@ -49,11 +105,12 @@ async def managed_ctx(app: web.Application) -> AsyncIterator[None]:
         reservation_ttl_s=max(DEFAULT_RESERVATION_TTL_S, int(settings.upstream_timeout * 2) + 60),
         fail_closed=settings.budget_fail_closed,
         charge_hits=settings.charge_cache_hits,
+        allow_unpriced=settings.allow_unpriced_models,
+        state=guard,
     )
     await auth.load_static()
     if (settings.keys or settings.auth == "managed") and settings.upstream_api_key is None:
         log.warning("managed keys are configured but PROXY_UPSTREAM_API_KEY is not set")
-    yield
 
 
 def endpoint_not_allowed(path: str) -> ProxyError:

@@ -135,6 +135,10 @@ class ProxyMetrics:
         self.key_budget_remaining_usd = gauge(
             "key_budget_remaining_usd", "Key budget left in its current period.", "key"
         )
+        self.state_store_unsafe = gauge(
+            "state_store_unsafe",
+            "1 while the state Redis may evict keys and budgets (maxmemory-policy not noeviction).",
+        )
 
     def model_label(self, model: str) -> str:
         """Model name safe as a label: charset-restricted, <= 64 chars, bounded cardinality."""

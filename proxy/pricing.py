@@ -1,232 +1,250 @@
-"""Model prices and exact cost arithmetic in integer micro-USD (pure, no I/O).
+"""The price table: which price applies to a model name, and the TOML ``[pricing]`` parser (pure).
 
-Money is an ``int`` of micro-USD (1 USD = 1_000_000) everywhere in the proxy so that
-budgets, ledgers and counters never accumulate float drift. A price of ``$X`` per million
-tokens is exactly ``X`` micro-USD per token, which keeps the arithmetic trivial.
+Precedence, first match wins (README "Prices"):
+
+1. TOML ``[pricing."model"]`` — the operator's word; keys it leaves out keep the price below;
+2. the upstream's model list (``proxy.upstream_prices``, loaded in the background);
+3. the built-in table (``proxy.price_defaults``);
+4. TOML ``[pricing."*"]`` — a default for every model nothing above can price;
+5. none: the model is unpriced (cost 0 for pass-through and keys without a budget; refused for
+   keys with one unless ``PROXY_ALLOW_UNPRICED_MODELS``).
+
+Within one table a name matches exactly (case-insensitive), then without ``provider/``
+prefixes, then without a dated or versioned snapshot suffix. Nothing else is stripped: a
+longest-prefix rule would price ``gpt-5-pro`` as ``gpt-5`` and ``o1-pro`` as ``o1``, at a
+fraction of their real price.
 """
 
 from __future__ import annotations
 
-import functools
-import math
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from fractions import Fraction
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
-MICRO_PER_USD = 1_000_000
+from proxy.model_price import (
+    BLANK_PRICE,
+    MICRO_PER_USD,
+    ModelPrice,
+    check_count,
+    exact_amount,
+    exact_cost,
+    micro_to_usd,
+    round_half_up,
+)
+from proxy.price_defaults import DEFAULT_PRICES
+
+__all__ = [
+    "DEFAULT_PRICES",
+    "MICRO_PER_USD",
+    "ModelPrice",
+    "PriceOverride",
+    "PriceTable",
+    "PricingConfig",
+    "micro_to_usd",
+    "parse_pricing",
+]
+
+DEFAULT_KEY = "*"
+# A snapshot of the same model: -2024-08-06 (OpenAI), -20250514 (Anthropic), -0125 (OpenAI 2023),
+# -001 (Gemini), -latest, @20240620 (Vertex). Only one suffix, only at the end.
+_SNAPSHOT = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}|-0\d{2}|-latest|@\d{8})$")
+_MEMO_LIMIT = 4096  # distinct model names remembered per table (names are client-controlled)
 
 
 @dataclass(frozen=True, slots=True)
-class ModelPrice:
-    """List price of one model; ``typical_completion_tokens`` sizes budget reservations."""
+class PriceOverride:
+    """A TOML ``[pricing."model"]`` table: only the fields the operator wrote."""
 
-    input_per_million_usd: float
-    output_per_million_usd: float
-    per_image_usd: float = 0.0
-    typical_completion_tokens: int = 1000
+    changes: tuple[tuple[str, Any], ...]
 
-    def __post_init__(self) -> None:
-        _check_number("input_per_million_usd", self.input_per_million_usd)
-        _check_number("output_per_million_usd", self.output_per_million_usd)
-        _check_number("per_image_usd", self.per_image_usd)
-        _check_count("typical_completion_tokens", self.typical_completion_tokens)
+    def apply(self, base: ModelPrice) -> ModelPrice:
+        """``base`` with the operator's fields replacing its own."""
+        return replace(base, **dict(self.changes))
 
-
-# ValueError, never TypeError, for bad types too: config loaders catch one exception type.
-def _check_number(where: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{where} must be a number, got {type(value).__name__} {value!r}")  # noqa: TRY004
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{where} must be a finite number >= 0, got {value!r}")
-    return float(value)
+    @property
+    def prices_both(self) -> bool:
+        """Both per-token prices given: a complete price even for a model nobody else knows."""
+        names = {name for name, _ in self.changes}
+        return {"input_per_million_usd", "output_per_million_usd"} <= names
 
 
-def _check_count(where: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{where} must be an integer >= 0, got {value!r}")
-    return value
+@dataclass(frozen=True, slots=True)
+class PricingConfig:
+    """What the TOML ``[pricing]`` section says: per-model overrides and the ``"*"`` default."""
+
+    overrides: Mapping[str, PriceOverride]
+    default: ModelPrice | None = None
 
 
-# List prices (USD) at time of writing (2025); providers change them, so every entry can be
-# overridden in the TOML config under [pricing."model-name"]. Prompt-caching discounts,
-# long-context tiers and batch prices are deliberately not modelled: the proxy reports
-# what an uncached, standard request would have cost.
-DEFAULT_PRICES: Mapping[str, ModelPrice] = MappingProxyType(
-    {
-        # OpenAI
-        "gpt-4o": ModelPrice(2.50, 10.00),
-        "gpt-4o-mini": ModelPrice(0.15, 0.60),
-        "gpt-4.1": ModelPrice(2.00, 8.00),
-        "gpt-4.1-mini": ModelPrice(0.40, 1.60),
-        "gpt-4.1-nano": ModelPrice(0.10, 0.40),
-        "o1": ModelPrice(15.00, 60.00, typical_completion_tokens=4000),
-        "o3": ModelPrice(2.00, 8.00, typical_completion_tokens=4000),
-        "o3-mini": ModelPrice(1.10, 4.40, typical_completion_tokens=4000),
-        "o3-pro": ModelPrice(20.00, 80.00, typical_completion_tokens=4000),
-        "o4-mini": ModelPrice(1.10, 4.40, typical_completion_tokens=4000),
-        "gpt-5": ModelPrice(1.25, 10.00, typical_completion_tokens=4000),
-        "gpt-5-mini": ModelPrice(0.25, 2.00, typical_completion_tokens=4000),
-        "gpt-5-nano": ModelPrice(0.05, 0.40, typical_completion_tokens=4000),
-        "gpt-3.5-turbo": ModelPrice(0.50, 1.50),
-        # Anthropic
-        "claude-3-haiku": ModelPrice(0.25, 1.25),
-        "claude-3-5-haiku": ModelPrice(0.80, 4.00),
-        "claude-3-5-sonnet": ModelPrice(3.00, 15.00),
-        "claude-3-7-sonnet": ModelPrice(3.00, 15.00),
-        "claude-sonnet-4": ModelPrice(3.00, 15.00),
-        "claude-3-opus": ModelPrice(15.00, 75.00),
-        "claude-opus-4": ModelPrice(15.00, 75.00),
-        "claude-opus-4-1": ModelPrice(15.00, 75.00),
-        # Google (prompts up to 200k tokens for 2.5 Pro)
-        "gemini-2.5-pro": ModelPrice(1.25, 10.00, typical_completion_tokens=4000),
-        "gemini-2.5-flash": ModelPrice(0.30, 2.50),
-        "gemini-2.5-flash-lite": ModelPrice(0.10, 0.40),
-        "gemini-2.0-flash": ModelPrice(0.10, 0.40),
-        "gemini-2.0-flash-lite": ModelPrice(0.075, 0.30),
-        # One image is billed as 1,290 output tokens at $30/M, i.e. $0.0387 per image.
-        "gemini-2.5-flash-image-preview": ModelPrice(0.30, 30.00, typical_completion_tokens=1290),
-        "gemini-2.5-flash-image": ModelPrice(0.30, 30.00, typical_completion_tokens=1290),
-    }
-)
+def candidates(model: str) -> list[str]:
+    """Names to try for ``model``, most specific first (see the module docstring)."""
+    name = model.strip().lower()
+    names = [name]
+    while "/" in name:
+        name = name.split("/", 1)[1]
+        names.append(name)
+    for known in list(names):
+        stripped = _SNAPSHOT.sub("", known, count=1)
+        if stripped and stripped not in names:
+            names.append(stripped)
+    return names
 
 
-@functools.lru_cache(maxsize=512)  # parsing a Fraction from text costs ~10 us; prices repeat
-def _exact(value: float) -> Fraction:
-    """The decimal the operator wrote (``0.3``), not its binary float approximation."""
-    return Fraction(repr(float(value)))
-
-
-def _round_half_up(value: Fraction) -> int:
-    return math.floor(value + Fraction(1, 2))
+def _first(table: Mapping[str, ModelPrice], names: list[str]) -> ModelPrice | None:
+    for name in names:
+        price = table.get(name)
+        if price is not None:
+            return price
+    return None
 
 
 class PriceTable:
-    """Defaults merged with overrides; resolves provider prefixes and dated snapshots."""
+    """Overrides, upstream list, built-in defaults and the ``"*"`` default, in that order.
 
-    __slots__ = ("_prices",)
+    Immutable: refreshing the upstream prices builds a new table (``with_upstream``). The only
+    state is a bounded memo of resolved names, since the cache-hit path prices every hit.
+    """
 
-    def __init__(self, overrides: Mapping[str, ModelPrice] | None = None) -> None:
-        merged = {name.lower(): price for name, price in DEFAULT_PRICES.items()}
-        for name, price in (overrides or {}).items():
-            merged[name.lower()] = price
-        self._prices: Mapping[str, ModelPrice] = MappingProxyType(merged)
+    __slots__ = ("_builtin", "_default", "_memo", "_overrides", "_upstream")
+
+    def __init__(
+        self,
+        overrides: Mapping[str, ModelPrice | PriceOverride] | None = None,
+        *,
+        upstream: Mapping[str, ModelPrice] | None = None,
+        default: ModelPrice | None = None,
+        builtin: Mapping[str, ModelPrice] = DEFAULT_PRICES,
+    ) -> None:
+        self._overrides = MappingProxyType({k.lower(): v for k, v in (overrides or {}).items()})
+        self._upstream = MappingProxyType({k.lower(): v for k, v in (upstream or {}).items()})
+        self._builtin = MappingProxyType({k.lower(): v for k, v in builtin.items()})
+        self._default = default
+        self._memo: dict[str, ModelPrice | None] = {}
+
+    @classmethod
+    def from_config(cls, config: PricingConfig) -> PriceTable:
+        """The table for a parsed TOML ``[pricing]`` section (no upstream prices yet)."""
+        return cls(config.overrides, default=config.default)
+
+    def with_upstream(self, upstream: Mapping[str, ModelPrice]) -> PriceTable:
+        """The same table with a fresh upstream price list."""
+        return PriceTable(self._overrides, upstream=upstream, default=self._default, builtin=self._builtin)
+
+    @property
+    def upstream(self) -> Mapping[str, ModelPrice]:
+        """The upstream list in use (lower-cased names), read-only."""
+        return self._upstream
 
     @property
     def prices(self) -> Mapping[str, ModelPrice]:
-        """All known models (lower-cased names), read-only."""
-        return self._prices
+        """The built-in table (lower-cased names), read-only."""
+        return self._builtin
 
     def lookup(self, model: str) -> ModelPrice | None:
-        """Price for ``model``: exact name, then without ``provider/``, then a dated snapshot."""
-        name = model.strip().lower()
-        candidates = [name]
-        while "/" in name:
-            name = name.split("/", 1)[1]
-            candidates.append(name)
-        for candidate in candidates:
-            price = self._prices.get(candidate)
-            if price is not None:
-                return price
-        for candidate in candidates:
-            price = self._snapshot(candidate)
-            if price is not None:
-                return price
-        return None
+        """The price that applies to ``model``, or None when nothing prices it."""
+        try:
+            return self._memo[model]
+        except KeyError:
+            pass
+        price = self._resolve(model)
+        if len(self._memo) >= _MEMO_LIMIT:
+            self._memo.clear()
+        self._memo[model] = price
+        return price
 
-    def _snapshot(self, name: str) -> ModelPrice | None:
-        # Longest known prefix wins so "gpt-4o-mini-2024-07-18" is not priced as "gpt-4o".
-        best: str | None = None
-        for known in self._prices:
-            if name.startswith(known + "-") and (best is None or len(known) > len(best)):
-                best = known
-        return None if best is None else self._prices[best]
+    def _resolve(self, model: str) -> ModelPrice | None:
+        names = candidates(model)
+        base = _first(self._upstream, names) or _first(self._builtin, names)
+        for name in names:
+            override = self._overrides.get(name)
+            if isinstance(override, ModelPrice):
+                return override
+            if override is not None and (base is not None or override.prices_both):
+                return override.apply(base or BLANK_PRICE)
+        return base or self._default
 
     def cost_micro_usd(
-        self, model: str, prompt_tokens: int, completion_tokens: int, images: int = 0
+        self,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        images: int = 0,
+        input_images: int = 0,
     ) -> int | None:
-        """Exact cost in micro-USD, rounded half-up; ``None`` when the model is unknown.
+        """Exact cost in micro-USD, rounded half-up; ``None`` when the model is unpriced.
 
         Negative counts (a buggy upstream) count as zero so spend can never be credited back.
         """
         price = self.lookup(model)
         if price is None:
             return None
-        return _cost(price, prompt_tokens, completion_tokens, images)
-
-    def estimate_micro_usd(
-        self,
-        model: str,
-        prompt_tokens: int,
-        max_tokens: int | None,
-        images_expected: int = 0,
-    ) -> int:
-        """Upper-ish cost estimate to reserve against a budget before forwarding; 0 if unknown."""
-        price = self.lookup(model)
-        if price is None:
-            return 0
-        completion = price.typical_completion_tokens if max_tokens is None else max_tokens
-        return _cost(price, prompt_tokens, completion, images_expected)
+        return round_half_up(exact_cost(price, prompt_tokens, completion_tokens, images, input_images))
 
 
-def _cost(price: ModelPrice, prompt_tokens: int, completion_tokens: int, images: int) -> int:
-    total = (
-        max(prompt_tokens, 0) * _exact(price.input_per_million_usd)
-        + max(completion_tokens, 0) * _exact(price.output_per_million_usd)
-        + max(images, 0) * _exact(price.per_image_usd) * MICRO_PER_USD
-    )
-    return _round_half_up(total)
-
-
-_OVERRIDE_KEYS = frozenset(
-    {"input_per_million", "output_per_million", "per_image", "typical_completion_tokens"}
+# TOML key -> ModelPrice field.
+_TOML_KEYS = {
+    "input_per_million": "input_per_million_usd",
+    "output_per_million": "output_per_million_usd",
+    "per_image": "per_image_usd",
+    "per_input_image": "per_input_image_usd",
+    "per_request": "per_request_usd",
+    "typical_completion_tokens": "typical_completion_tokens",
+    "max_output_tokens": "max_output_tokens",
+    "max_tokens_param": "max_tokens_param",
+    "input_tokens_per_image": "input_tokens_per_image",
+}
+_MONEY_KEYS = frozenset(
+    {"input_per_million", "output_per_million", "per_image", "per_input_image", "per_request"}
 )
 
 
-def parse_price_overrides(table: Mapping[str, Any]) -> dict[str, ModelPrice]:
-    """Turn the TOML ``[pricing."model"]`` tables into prices; ``ValueError`` says what is wrong.
+def _field(where: str, key: str, value: object) -> Any:
+    if key in _MONEY_KEYS:
+        return exact_amount(where, value)
+    if key == "max_tokens_param":
+        if not isinstance(value, str):
+            raise ValueError(f"{where} must be a string, got {value!r}")
+        return value
+    return check_count(where, value)
 
-    Keys a known model leaves out keep its default, so ``input_per_million`` alone is a valid
-    override; a model without a default needs both per-million prices.
+
+def parse_pricing(table: Mapping[str, Any]) -> PricingConfig:
+    """The TOML ``[pricing]`` section; ``ValueError`` says exactly what is wrong.
+
+    A model the built-in table knows may override only some keys; any other model (and the
+    ``"*"`` default) needs both per-million prices, since nothing else is sure to price it.
     """
-    defaults = PriceTable()
-    result: dict[str, ModelPrice] = {}
+    overrides: dict[str, PriceOverride] = {}
+    default: ModelPrice | None = None
+    builtin = PriceTable()
     for model, entry in table.items():
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"pricing: model name must be a non-empty string, got {model!r}")
         if not isinstance(entry, Mapping):
             raise ValueError(f'pricing."{model}" must be a table, got {type(entry).__name__}')  # noqa: TRY004
-        unknown = sorted(set(entry) - _OVERRIDE_KEYS)
+        unknown = sorted(set(entry) - set(_TOML_KEYS))
         if unknown:
             raise ValueError(
                 f'pricing."{model}": unknown key(s) {", ".join(map(str, unknown))}; '
-                f"allowed: {', '.join(sorted(_OVERRIDE_KEYS))}"
+                f"allowed: {', '.join(sorted(_TOML_KEYS))}"
             )
-        base = defaults.lookup(model)
+        changes = tuple(
+            (_TOML_KEYS[key], _field(f'pricing."{model}".{key}', key, value)) for key, value in entry.items()
+        )
+        override = PriceOverride(changes)
+        base = None if model == DEFAULT_KEY else builtin.lookup(model)
         missing = [k for k in ("input_per_million", "output_per_million") if k not in entry]
         if base is None and missing:
-            raise ValueError(f'pricing."{model}": unknown model needs {" and ".join(missing)}')
-        fallback = base or ModelPrice(0.0, 0.0)
-        where = f'pricing."{model}".'
-        result[model] = ModelPrice(
-            input_per_million_usd=_check_number(
-                where + "input_per_million",
-                entry.get("input_per_million", fallback.input_per_million_usd),
-            ),
-            output_per_million_usd=_check_number(
-                where + "output_per_million",
-                entry.get("output_per_million", fallback.output_per_million_usd),
-            ),
-            per_image_usd=_check_number(where + "per_image", entry.get("per_image", fallback.per_image_usd)),
-            typical_completion_tokens=_check_count(
-                where + "typical_completion_tokens",
-                entry.get("typical_completion_tokens", fallback.typical_completion_tokens),
-            ),
-        )
-    return result
-
-
-def micro_to_usd(micro: int) -> float:
-    """Micro-USD to USD for display and Prometheus counters (which are floats anyway)."""
-    return micro / MICRO_PER_USD
+            what = "the default price" if model == DEFAULT_KEY else "a model without a built-in price"
+            raise ValueError(f'pricing."{model}": {what} needs {" and ".join(missing)}')
+        try:
+            resolved = override.apply(base or BLANK_PRICE)  # validates every field together
+        except ValueError as exc:
+            raise ValueError(f'pricing."{model}": {exc}') from None
+        if model == DEFAULT_KEY:
+            default = resolved
+        else:
+            overrides[model] = override
+    return PricingConfig(MappingProxyType(overrides), default)

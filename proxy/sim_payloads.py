@@ -168,8 +168,21 @@ def _max_tokens(body: JSON) -> int | None:
     return None
 
 
-def build_completion(body: JSON, number: int, image_url: Callable[[str], str]) -> Completion:
-    """The deterministic answer to a validated chat request; `number` makes the id unique."""
+def _long_text(digest: str, tokens: int) -> str:
+    """``tokens`` tokens (4 characters each, as ``_tokens`` counts) of deterministic filler."""
+    words = f"{digest[:11]} " * -(-tokens // 3)
+    return words[: tokens * 4]
+
+
+def build_completion(
+    body: JSON, number: int, image_url: Callable[[str], str], long_tokens: int | None = None
+) -> Completion:
+    """The deterministic answer to a validated chat request; `number` makes the id unique.
+
+    `long_tokens` makes text answers that many tokens long; every answer honours the request's
+    token limit as a real model does (cut, `finish_reason: "length"`; an image that does not
+    fit is not generated).
+    """
     messages: list[JSON] = body["messages"]
     model: str = body["model"]
     digest = hashlib.sha256(orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -181,7 +194,10 @@ def build_completion(body: JSON, number: int, image_url: Callable[[str], str]) -
     completion_tokens = 0
     for index in range(body.get("n", 1)):
         suffix = f" (choice {index})" if index else ""
-        if is_image_model(model):
+        if is_image_model(model) and limit is not None and limit < IMAGE_COMPLETION_TOKENS:
+            choice = Choice("Here's an image of"[: limit * 4], (), None, "length")
+            completion_tokens += limit
+        elif is_image_model(model):
             seed = f"{model}|{digest}|{body.get('seed')}|{index}"
             text = f"Here's an image of {last_user[:80]} for you{suffix}: "
             choice = Choice(text, (image_url(seed),), None, "stop")
@@ -193,6 +209,8 @@ def build_completion(body: JSON, number: int, image_url: Callable[[str], str]) -
             completion_tokens += _tokens(tool + arguments) + 8
         else:
             text = f"Echo: {last_user[:_ECHO_CHARS]} #{digest[:8]}{suffix}"
+            if long_tokens is not None:
+                text = _long_text(digest, long_tokens)
             finish = "stop"
             if limit is not None and _tokens(text) > limit:
                 text, finish = text[: limit * 4], "length"

@@ -16,9 +16,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from proxy.sim_models import model_list
 from proxy.sim_payloads import (
-    IMAGE_MODELS,
-    TEXT_MODELS,
     Completion,
     build_completion,
     is_image_model,
@@ -39,6 +38,8 @@ class SimulatorState:
     `latency_s` delays every chat answer, `image_latency_s` is added for image models;
     `hang` (chat only) waits until cancelled or switched off. `calls` counts "chat", "models"
     and, for other routes, the request path. `in_flight`/`max_in_flight` gauge chat calls.
+    `completion_tokens` makes every text answer that long (a model that never stops), cut
+    with `finish_reason: "length"` at `max_tokens`/`max_completion_tokens` as a real one is.
     """
 
     latency_s: float = 0.0
@@ -55,6 +56,7 @@ class SimulatorState:
     cut_stream_abort: bool = True
     hang: bool = False
     image_bytes: int = 1_500_000
+    completion_tokens: int | None = None
     in_flight: int = 0
     max_in_flight: int = 0
     image_cache: dict[tuple[str, int], str] = field(default_factory=dict, repr=False)
@@ -134,11 +136,13 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     state.in_flight += 1
     state.max_in_flight = max(state.max_in_flight, state.in_flight)
     try:
-        if state.fail_next:
-            status, payload = state.fail_next.pop(0)
-            return _json(payload, status)
+        # The failure belongs to the request that arrived first, and comes after the same latency
+        # as an answer would (a leader's error must not beat its followers to the proxy).
+        failure = state.fail_next.pop(0) if state.fail_next else None
         await _wait(state, is_image_model(body["model"]))
-        completion = build_completion(body, state.calls["chat"], state.image_url)
+        if failure is not None:
+            return _json(failure[1], failure[0])
+        completion = build_completion(body, state.calls["chat"], state.image_url, state.completion_tokens)
         if body.get("stream", False):
             options = body.get("stream_options")
             usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -189,12 +193,7 @@ async def _models(request: web.Request) -> web.Response:
     state.calls["models"] += 1
     if (denied := _denied(state, request)) is not None:
         return denied
-    created = int(time.time())
-    data = [
-        {"id": model, "object": "model", "created": created, "owned_by": "simulator"}
-        for model in (*TEXT_MODELS, *IMAGE_MODELS)
-    ]
-    return _json({"object": "list", "data": data})
+    return _json(model_list(int(time.time())))
 
 
 async def _echo(request: web.Request) -> web.Response:

@@ -93,6 +93,24 @@ class ProxyRedisCluster(RedisCluster):
             raise ClusterUnreachableError(str(exc)) from exc
 
 
+def open_cluster_client(url: str, timeout: float) -> ProxyRedisCluster:
+    """The cluster client for a ``redis+cluster://`` URL.
+
+    Nothing connects here (the proxy must start while Redis is down): the client discovers the
+    slot map on its first command.
+    """
+    seed = parse_cluster_url(url)
+    return ProxyRedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in seed.nodes],
+        username=seed.username,
+        password=seed.password,
+        ssl=seed.ssl,
+        socket_connect_timeout=timeout,
+        # Image blobs are ~1.5 MB: see RedisStore.
+        socket_read_size=1 << 20,
+    )
+
+
 class ClusterStore(RedisClientOps):
     """The ByteStore on a Redis Cluster; ``client`` also serves Lua scripts and pipelines."""
 
@@ -102,17 +120,7 @@ class ClusterStore(RedisClientOps):
         self.timeout = timeout
         self.seed = parse_cluster_url(url)
         self._subscribed = 0  # subscriber() calls so far: picks the next startup node
-        # Nothing connects here (the proxy must start while Redis is down): the client
-        # discovers the slot map on its first command.
-        self.client = ProxyRedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in self.seed.nodes],
-            username=self.seed.username,
-            password=self.seed.password,
-            ssl=self.seed.ssl,
-            socket_connect_timeout=timeout,
-            # Image blobs are ~1.5 MB: see RedisStore.
-            socket_read_size=1 << 20,
-        )
+        self.client = open_cluster_client(url, timeout)
 
     def subscriber(self) -> aioredis.Redis:
         """A plain client on one startup node, for pub/sub (the next one on every call).

@@ -7,13 +7,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from tests.fake_upstream import FakeUpstream, fake_upstream_fixture
 from tests.hang_report import pytest_runtest_protocol  # noqa: F401 - a hook, registered by import
 from tests.proxy_harness import ProxyServer, free_port, proxy_settings
-from tests.redis_process import RedisProcess, answers
+from tests.redis_process import RedisProcess, answers, delete_prefix
 
 
 @pytest.fixture(scope="session")
@@ -42,13 +41,7 @@ def key_prefix(redis_url: str) -> Iterator[str]:
     """A Redis key prefix no other test uses; every key under it is deleted after the test."""
     prefix = f"lcptest-{uuid.uuid4().hex[:12]}"
     yield prefix
-    client = redis.Redis.from_url(redis_url)
-    try:
-        doomed = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if doomed:
-            client.delete(*doomed)
-    finally:
-        client.close()
+    delete_prefix(redis_url, prefix)
 
 
 @pytest.fixture

@@ -16,10 +16,6 @@ REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
 
-# Settings the manifests already use that another branch adds to proxy/config.py (issue 10:
-# keys and budgets in their own Redis). Drop a name once Settings has it.
-PENDING_SETTINGS = frozenset({"PROXY_STATE_REDIS_URL"})
-
 _REDIS_UNITS = {
     "": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3,
 }  # fmt: skip
@@ -32,8 +28,8 @@ def load_yaml(path: Path) -> Any:
 
 
 def settings_variables() -> frozenset[str]:
-    """Every environment variable the proxy understands (Settings, plus the pending ones)."""
-    return frozenset(f"PROXY_{f.name.upper()}" for f in fields(Settings)) | PENDING_SETTINGS
+    """Every environment variable the proxy understands (one per Settings field)."""
+    return frozenset(f"PROXY_{f.name.upper()}" for f in fields(Settings))
 
 
 def env_example() -> dict[str, str]:

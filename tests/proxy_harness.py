@@ -69,12 +69,17 @@ class ProxyServer:
 
 
 def proxy_settings(upstream_url: str, redis_url: str | None, prefix: str, **changes: Any) -> Settings:
-    """Test settings: the fake upstream, the test's Redis prefix, short timeouts."""
+    """Test settings: the fake upstream, the test's Redis prefix, short timeouts.
+
+    Prices are not loaded from the fake upstream's model list unless a test asks
+    (``upstream_prices=True``): the background fetch would add to its ``calls["models"]``.
+    """
     base = Settings(
         upstream_url=upstream_url,
         redis_url=redis_url,
         redis_prefix=prefix,
         upstream_timeout=30.0,
         shutdown_grace=5.0,
+        upstream_prices=False,
     )
     return dataclasses.replace(base, **changes)

@@ -33,8 +33,10 @@ class ProxyProcess:
         *,
         command: str = "serve",
         clean_env: bool = False,
+        cwd: Path = REPO,
     ) -> None:
         self.port = free_port()
+        self.cwd = cwd  # another checkout of the proxy (e.g. an old commit, for before/after figures)
         inherited = {k: v for k, v in os.environ.items() if not (clean_env and k.startswith("PROXY_"))}
         self.env = {**inherited, **env, "PROXY_HOST": "127.0.0.1"}
         self.argv = [sys.executable, "-m", "proxy", command, "--port", str(self.port), *args]
@@ -54,7 +56,7 @@ class ProxyProcess:
     def launch(self) -> ProxyProcess:
         """Start the process without waiting for it."""
         self.proc = subprocess.Popen(
-            self.argv, cwd=REPO, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+            self.argv, cwd=self.cwd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
         )
         return self
 

@@ -34,6 +34,17 @@ def answers(url: str) -> bool:
         return False
 
 
+def delete_prefix(url: str, prefix: str) -> None:
+    """Delete every key under ``prefix`` (a test's or a scenario's own keys, never others')."""
+    client = redis.Redis.from_url(url)
+    try:
+        doomed = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if doomed:
+            client.delete(*doomed)
+    finally:
+        client.close()
+
+
 class RedisProcess:
     """redis-server on a fixed port, in its own scratch directory; can be stopped and started again."""
 

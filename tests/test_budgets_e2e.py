@@ -14,11 +14,12 @@ from prometheus_client import CollectorRegistry
 
 from proxy.accounting import Accountant
 from proxy.budget import MemoryBudgetLedger
-from proxy.budget_guard import BudgetGuard, estimate_micro
+from proxy.budget_guard import BudgetGuard
+from proxy.budget_plan import plan_reservation
 from proxy.errors import ProxyError
 from proxy.keystore import ManagedKey
 from proxy.metrics import ProxyMetrics
-from proxy.pricing import PriceTable
+from proxy.pricing import DEFAULT_PRICES, PriceTable
 from tests.e2e_helpers import IMAGE_MODEL, TEXT_MODEL, async_client, chat_body, chat_raw, user
 from tests.fake_upstream import FakeUpstream
 from tests.managed_helpers import (
@@ -32,25 +33,35 @@ from tests.managed_helpers import (
 
 CONCURRENT = 50
 FITS = 10
+ONE_IMAGE_TOKENS = 1300  # the client's own bound: one image (1,290 tokens) and a little text
 
 
 def _image_bodies() -> list[bytes]:
     # Different prompts: single flight must not coalesce them, each needs its own upstream call.
     return [
-        orjson.dumps(chat_body(f"a watercolour lighthouse, variant {i:03d}", IMAGE_MODEL))
+        orjson.dumps(
+            chat_body(f"a watercolour lighthouse, variant {i:03d}", IMAGE_MODEL, max_tokens=ONE_IMAGE_TOKENS)
+        )
         for i in range(CONCURRENT)
     ]
+
+
+def _reservation(raw: bytes) -> int:
+    """What the proxy reserves for a body that sets its own max_tokens (fixed, no grant range)."""
+    plan = plan_reservation(DEFAULT_PRICES[IMAGE_MODEL], raw, orjson.loads(raw), budgeted=True)
+    assert plan.grant is not None
+    assert plan.grant.floor == plan.grant.cap == ONE_IMAGE_TOKENS
+    return plan.fixed_micro + plan.grant.cost(plan.grant.cap)
 
 
 async def test_fifty_concurrent_image_requests_cannot_overspend(
     fake_upstream: FakeUpstream, redis_url: str, key_prefix: str
 ) -> None:
-    """50 concurrent image requests on a budget for 10: at most 10 reach upstream, spend <= budget."""
+    """50 concurrent image requests (own max_tokens) on a budget for 10: at most 10 go upstream."""
     fake_upstream.state.image_bytes = 20_000
     fake_upstream.state.image_latency_s = 0.2
     bodies = _image_bodies()
-    prices = Accountant(PriceTable(), ProxyMetrics(CollectorRegistry()))
-    estimate = max(estimate_micro(prices, IMAGE_MODEL, raw, orjson.loads(raw)) for raw in bodies)
+    estimate = max(_reservation(raw) for raw in bodies)
     budget_micro = FITS * estimate + estimate // 2
     async with managed_proxy(fake_upstream, redis_url, key_prefix) as proxy:
         key, secret = await create_key(proxy, budget_usd=budget_micro / 1_000_000, period="month")
@@ -174,8 +185,8 @@ async def test_admin_reset_reopens_the_budget(
     """Resetting spend through the admin API lets an exhausted key through again."""
     fake_upstream.state.image_bytes = 20_000
     async with managed_proxy(fake_upstream, redis_url, key_prefix) as proxy:
-        # One image (about 0.0387 USD) fits, a second does not.
-        key, secret = await create_key(proxy, budget_usd=0.04, period="total")
+        # One image (about 0.0387 USD, reserved as 1,546 tokens: 0.0464 USD) fits, a second does not.
+        key, secret = await create_key(proxy, budget_usd=0.05, period="total")
         first = await chat_raw(proxy, chat_body("one", IMAGE_MODEL), api_key=secret)
         refused = await chat_raw(proxy, chat_body("two", IMAGE_MODEL), api_key=secret)
         reset = await admin(proxy, "POST", f"/keys/{key['id']}/reset")
@@ -211,7 +222,7 @@ async def test_day_budget_resets_at_utc_midnight() -> None:
     key = ManagedKey("k1", "daily", 50_000, "day", (), None, None, True, datetime.now(UTC))
     body = chat_body("draw", IMAGE_MODEL)
     raw = orjson.dumps(body)
-    reservation = await guard.reserve(key, IMAGE_MODEL, raw, body)
+    reservation = (await guard.reserve(key, IMAGE_MODEL, raw, body)).reservation
     await guard.settle(
         key, reservation, model=IMAGE_MODEL, usage=None, cost_micro=40_000, billed_unknown=False
     )
@@ -220,4 +231,4 @@ async def test_day_budget_resets_at_utc_midnight() -> None:
     assert refused.value.status == 429
     assert refused.value.headers["Retry-After"] == "30"
     clock.now += 31
-    assert await guard.reserve(key, IMAGE_MODEL, raw, body) is not None
+    assert (await guard.reserve(key, IMAGE_MODEL, raw, body)).reservation is not None

@@ -189,7 +189,8 @@ async def test_in_memory_mode_enforces_the_same_rules(fake_upstream: FakeUpstrea
     fake_upstream.state.image_latency_s = 0.1
     async with managed_proxy(fake_upstream, None, key_prefix) as proxy:
         key, secret = await create_key(proxy, budget_usd=0.08)  # two images
-        bodies = [chat_body(f"picture {i}", IMAGE_MODEL) for i in range(8)]
+        # Each client bounds its answer to one image, so each reserves one image's worth.
+        bodies = [chat_body(f"picture {i}", IMAGE_MODEL, max_tokens=1300) for i in range(8)]
         replies = await asyncio.gather(*(chat_raw(proxy, b, api_key=secret) for b in bodies))
         status = await key_status(proxy, key["id"])
         await admin(proxy, "DELETE", f"/keys/{key['id']}")

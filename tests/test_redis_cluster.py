@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import orjson
 import pytest
+import redis
 from redis.asyncio.cluster import RedisCluster
 
+from proxy.keys import STATE_GUARD
 from proxy.store_cluster import ClusterStore, parse_cluster_url
 from tests.e2e_helpers import IMAGE_MODEL, TEXT_MODEL, chat_body, chat_raw, sse_chunks, sse_data
 from tests.fake_upstream import FakeUpstream, png_of
@@ -176,3 +178,32 @@ def test_cluster_urls_are_parsed_with_every_seed_and_credentials() -> None:
     assert (seed.username, seed.password, seed.ssl) == ("user", "p@ss", True)
     with pytest.raises(ValueError, match="host:port"):
         parse_cluster_url("redis+cluster://10.0.0.1")
+
+
+async def test_a_cluster_as_state_redis_is_checked_on_every_primary(
+    fake_upstream: FakeUpstream, cluster_url: str, redis_url: str, key_prefix: str
+) -> None:
+    """PROXY_STATE_REDIS_URL may be a cluster (the cache elsewhere): keys and budgets live there,
+    and one primary that may evict is enough to refuse keys with a budget."""
+    host, port = parse_cluster_url(cluster_url).nodes[0]
+    async with managed_proxy(fake_upstream, redis_url, key_prefix, state_redis_url=cluster_url) as proxy:
+        key, secret = await create_key(proxy, budget_usd=1)
+        served = await chat_raw(proxy, chat_body("state on a cluster"), api_key=secret)
+        status = await key_status(proxy, key["id"])
+        guard = proxy.app[STATE_GUARD]
+        safe_before = guard.safe
+        node = redis.Redis(host=host, port=port)  # a private test cluster: ours to reconfigure
+        node.config_set("maxmemory", "100mb")
+        node.config_set("maxmemory-policy", "allkeys-lru")
+        try:
+            unsafe = await guard.check()
+            refused = await chat_raw(proxy, chat_body("state on a cluster, again"), api_key=secret)
+        finally:
+            node.config_set("maxmemory", "0")
+            node.config_set("maxmemory-policy", "noeviction")
+            node.close()
+    assert (safe_before, unsafe) == (True, False)
+    assert served.status == 200
+    assert status["spend_micro_usd"] > 0
+    assert refused.status == 503
+    assert refused.json()["error"]["code"] == "state_store_unsafe"
