@@ -213,9 +213,27 @@ async def listening(flights: SingleFlight, grace: float) -> AsyncIterator[None]:
         if not await flights.drain(grace):
             await flights.abandon(1.0)
         if task is not None:
-            task.cancel()
-            done, _ = await asyncio.wait({task}, timeout=max(1.0, grace))
-            if not done:
+            if not await cancel_and_wait(task, max(1.0, grace)):
                 log.warning("shutdown: the flight listener did not stop within %.1f s", max(1.0, grace))
             elif not task.cancelled() and (error := task.exception()) is not None:
                 log.warning("the flight listener had failed: %r", error)
+
+
+async def cancel_and_wait(task: asyncio.Task[Any], seconds: float) -> bool:
+    """Cancel ``task`` until it ends, for at most ``seconds``; whether it ended.
+
+    One ``cancel()`` is not always enough: redis-py's connection handshake sends its commands
+    through ``asyncio.wait_for``, which on Python 3.11 swallows a cancellation that arrives just as
+    the inner call completes (CPython gh-86296, fixed in 3.12). A listener cancelled while it
+    (re)connects then carries on reading its subscription forever; cancelling again reaches it.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        task.cancel()
+        left = deadline - loop.time()
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, min(0.1, left)))
+        if done:
+            return True
+        if left <= 0.1:
+            return False
