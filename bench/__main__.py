@@ -21,7 +21,7 @@ import orjson
 
 from bench.context import Options
 from bench.load import pick_generator
-from bench.machine import ROOT, litellm_available, machine_info
+from bench.machine import ROOT, litellm_available, loadavg, machine_info
 from bench.matrix import SCENARIOS, plan
 from bench.redis_server import private_redis
 from bench.report import render
@@ -67,7 +67,7 @@ async def _main(args: argparse.Namespace) -> int:
 
 async def _bench(args: argparse.Namespace, redis_url: str, redis_origin: str) -> int:
     started = time.monotonic()
-    load_before = _loadavg()
+    load_before = loadavg()
     generator = pick_generator(args.loadgen)
     opts = Options(
         duration=args.duration or (3.0 if args.quick else 6.0),
@@ -104,7 +104,7 @@ async def _bench(args: argparse.Namespace, redis_url: str, redis_origin: str) ->
         "reference/proxy runs per target": f"{opts.pairs} each, alternated, best reported",
         "miss-latency samples": f"{opts.miss_samples} per side",
         "image size": f"~{args.image_bytes:,} B PNG",
-        "load average (1/5/15 min) before / after": f"{load_before} / {_loadavg()}",
+        "load average (1/5/15 min) before / after": f"{load_before} / {loadavg()}",
         "Redis": _safe_url(redis_url)
         + f" ({redis_origin})"
         + ("" if redis_client is not None else " (unreachable)"),
@@ -124,14 +124,6 @@ async def _bench(args: argparse.Namespace, redis_url: str, redis_origin: str) ->
     if problems:
         log(f"bench: {len(problems)} check(s) failed, see {args.results}")
     return 1 if problems else 0
-
-
-def _loadavg() -> str:
-    """Other work on the machine skews every number; the report shows how busy it was."""
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
 
 
 def _safe_url(url: str) -> str:

@@ -67,6 +67,14 @@ def machine_info(redis_server: str, generator: str) -> dict[str, str]:
     }
 
 
+def loadavg() -> str:
+    """Other work on the machine skews every number; the report shows how busy it was."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def litellm_available() -> bool:
     """Whether ``litellm`` is importable here (the optional side-by-side section)."""
     import importlib.util  # noqa: PLC0415

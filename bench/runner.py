@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,12 +48,16 @@ async def start_upstream(setup: RunSetup) -> Child:
     return await spawn("upstream", args, child_env({}), log_path, f"http://127.0.0.1:{port}", "/_stats")
 
 
-async def start_proxy(config: ProxyConfig, upstream: Child, setup: RunSetup, prefix: str) -> Child:
-    """``python -m proxy serve`` for one configuration, with its own Redis key prefix."""
+async def start_proxy(
+    config: ProxyConfig, upstream: Child, setup: RunSetup, prefix: str, env: Mapping[str, str] | None = None
+) -> Child:
+    """``python -m proxy serve`` for one configuration, with its own Redis key prefix (``env``:
+    more ``PROXY_*`` settings, e.g. an admin token)."""
     port = free_port()
     args = ["-m", "proxy", "serve", "--workers", str(config.workers), "--port", str(port)]
     args += ["--upstream-url", upstream.base + "/v1", "--log-level", "warning"]
     extra = {"PROXY_REDIS_PREFIX": prefix, "PROXY_SHUTDOWN_GRACE": "2", "PROXY_UPSTREAM_TIMEOUT": "60"}
+    extra.update(env or {})
     if config.store == "redis":
         args += ["--redis-url", setup.redis_url]
     if not config.hot_cache:
