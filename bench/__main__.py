@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--image-bytes", type=int, default=1_500_000, help="approximate PNG size")
     parser.add_argument(
-        "--pairs", type=int, default=2, help="reference/proxy runs alternated for each target (best of N)"
+        "--pairs", type=int, default=3, help="reference/proxy runs alternated for each target (best of N)"
     )
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out", help="raw JSON and child logs")
@@ -137,7 +137,7 @@ def _safe_url(url: str) -> str:
 
 
 def _verdict(v: object) -> dict[str, object]:
-    names = ("target", "cell", "reference", "measured", "ratio", "goal", "met", "value")
+    names = ("target", "cell", "reference", "measured", "ratio", "goal", "met", "value", "cpu_ratio")
     return {name: getattr(v, name) for name in names}
 
 

@@ -24,7 +24,7 @@ class Options:
     run_id: str
     miss_samples: int
     image_bytes: int = 1_500_000
-    pairs: int = 2  # reference/proxy load runs alternated where a target compares them
+    pairs: int = 3  # reference/proxy load runs alternated where a target compares them
 
 
 @dataclass(frozen=True, slots=True)

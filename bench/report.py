@@ -117,11 +117,12 @@ def _busy_warning(loadavg: str, info: Mapping[str, str]) -> list[str]:
 
 def _ratio_table(results: RunResults) -> list[str]:
     lines = [
-        "| target | reference row | proxy row | ratio | goal | verdict |",
-        "|---|---|---|---:|---|---|",
+        "| target | reference row | proxy row | ratio | goal | verdict | CPU/request ratio |",
+        "|---|---|---|---:|---|---|---:|",
     ]
     lines += [
-        f"| {v.target} | {v.reference} | {v.measured} | {v.ratio} | {v.goal} | {v.mark} |"
+        f"| {v.target} | {v.reference} | {v.measured} | {v.ratio} | {v.goal} | {v.mark} "
+        f"| {'-' if v.cpu_ratio is None else f'{v.cpu_ratio:.2f}x'} |"
         for v in verdicts(results)
     ]
     return lines
@@ -133,10 +134,13 @@ aiohttp + uvloop server in its own process, like the proxy) answering the proxy'
 with the same header set, loaded by the same generator with the same request and settings:
 `bare-bytes` answers ready bytes, `bare-read` first reads the whole (~2 MB) request body,
 `raw-redis-get` answers one redis-py `GET` of a key holding the whole body (same private
-`redis-server`). Reference and proxy runs alternate within the same minute (reference, proxy,
-reference, proxy); each side's **best** run is reported (all runs in parentheses and in
+`redis-server`). Reference and proxy runs alternate within the same minute or two (reference,
+proxy, reference, proxy, ...); each side's **best** run is reported (all runs in parentheses and in
 `bench/out/latest.json`): on this shared 2-core VM other work only ever slows a run down.
-Absolute req/s below are context only."""
+The last column divides the reference's CPU time per request by the proxy's (process tree,
+/proc/<pid>/stat, in the reported runs): what the proxy spends per request relative to the
+reference, which contention from other work moves much less than req/s. Absolute req/s below
+are context only."""
 
 
 def render(

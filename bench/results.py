@@ -30,6 +30,7 @@ class ThroughputResult:
     cache_results: dict[str, int] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
     runs: tuple[LoadResult, ...] = ()
+    cpu_ms_runs: tuple[float, ...] = ()  # CPU ms/request of each run, in ``runs`` order
     pair: str = ""
 
     @property

@@ -36,6 +36,7 @@ class Verdict:
     goal: str
     met: bool | None  # None: not run
     value: float | None = None  # the ratio (or added ms) as a number, for the raw JSON
+    cpu_ratio: float | None = None  # reference CPU ms/request / proxy CPU ms/request
 
     @property
     def mark(self) -> str:
@@ -57,6 +58,7 @@ def _throughput(results: RunResults, name: str, scenario: str, minimum: float) -
         return Verdict(name, reference.cell, reference.kind, f"{reference.cell}: -", "-", goal, None)
     ratio = proxy.load.rps / bare.load.rps
     checks_ok = not proxy.problems and not bare.problems
+    cpu = bare.cpu_ms_per_request / proxy.cpu_ms_per_request if proxy.cpu_ms_per_request > 0 else None
     return Verdict(
         name,
         reference.cell,
@@ -66,6 +68,7 @@ def _throughput(results: RunResults, name: str, scenario: str, minimum: float) -
         goal,
         ratio >= minimum and checks_ok,
         ratio,
+        cpu,
     )
 
 

@@ -203,6 +203,7 @@ def _row(
         load=top.load,
         runs=tuple(run.load for run in runs),
         cpu_ms_per_request=top.cpu_ms_per_request,
+        cpu_ms_runs=tuple(run.cpu_ms_per_request for run in runs),
         pair=pair,
         upstream_calls=upstream_calls,
         cache_results=cache_results or {},

@@ -74,6 +74,7 @@ def test_bench_quick_pass_writes_a_report_with_its_checks_met(tmp_path: Path) ->
         assert isinstance(verdict["met"], bool), verdict
         assert verdict["value"] == pytest.approx(proxy["load"]["rps"] / reference["load"]["rps"]), verdict
         assert 0 < verdict["value"] < 100, verdict
+        assert 0 < verdict["cpu_ratio"] < 100, verdict
         assert f"| {target} | {kind} {scenario}: " in report
 
 
