@@ -18,12 +18,13 @@ carries the proxy hit's header set: ``Content-Type`` plus ``X-Cache``, ``Age`` a
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import AsyncIterator, Sequence
 
 import redis.asyncio as aioredis
 from aiohttp import web
+
+from bench.procs import serve_child
 
 BODIES = web.AppKey("bodies", dict[str, bytes])
 REDIS = web.AppKey("redis", aioredis.Redis)
@@ -102,17 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--redis-prefix", default="lcpbench:bare:")
     args = parser.parse_args(argv)
-    import uvloop  # noqa: PLC0415 - a dependency of the proxy; the reference uses what it uses
-
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    web.run_app(
-        create_app(args.redis_url, args.redis_prefix),
-        host=args.host,
-        port=args.port,
-        access_log=None,
-        shutdown_timeout=1.0,
-        print=lambda msg: print(msg, flush=True),
-    )
+    serve_child(create_app(args.redis_url, args.redis_prefix), args.host, args.port)
     return 0
 
 

@@ -33,13 +33,14 @@ from bench.growth_report import HotTierResult, LevelResult, PurgeResult, WorkerR
 from bench.load import LoadResult, LoadSpec, run_load
 from bench.machine import loadavg
 from bench.matrix import ProxyConfig
+from bench.measure import measure
 from bench.payloads import BEARER, HEADERS
 from bench.probes import prefixed_keys
 from bench.procs import rss_bytes
 from bench.runner import log
 from bench.sections import put_section
 from bench.stack import Running, Stack, Timer, common_flags, machine_busy, stack
-from bench.throughput import cache_results, measure, request_body, warm_hits
+from bench.throughput import cache_results, request_body, warm_hits
 from proxy.cache_key import bearer_namespace
 from proxy.config import Settings
 

@@ -6,8 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bench.load import LoadResult
-
-_MIB = 2**20
+from bench.procs import mib
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +86,6 @@ class PurgeResult:
     problem: str
 
 
-def _mib(value: float) -> str:
-    return f"{value / _MIB:,.1f} MiB"
-
-
 def _hit(load: LoadResult) -> str:
     return f"{load.rps:,.0f} req/s, p50 {load.p50_ms:.2f} / p99 {load.p99_ms:.2f} ms"
 
@@ -133,9 +128,9 @@ def render(
         checks = "ok" if not level.problems else "FAIL: " + "; ".join(level.problems)
         out.append(
             f"| {level.entries:,} ({level.text_entries:,} + {level.image_entries:,}) "
-            f"| {level.fill_seconds:.0f} s | {_mib(level.used_memory)} "
+            f"| {level.fill_seconds:.0f} s | {mib(level.used_memory)} "
             f"| {level.bytes_per_added_entry:,.0f} B "
-            f"| {_hit(level.text_hit)} | {_hit(level.image_hit)} | {_mib(level.proxy_rss)} | {checks} |"
+            f"| {_hit(level.text_hit)} | {_hit(level.image_hit)} | {mib(level.proxy_rss)} | {checks} |"
         )
     out += [
         "",
@@ -145,11 +140,11 @@ def render(
         "| Redis `used_memory` after | checks |",
         "|---:|---:|---:|---:|---:|---|",
         f"| {purge.entries:,} | {purge.deleted:,} | {purge.seconds:.2f} s | {purge.entry_keys_left:,} "
-        f"| {_mib(purge.used_memory_after)} | {purge.problem or 'ok'} |",
+        f"| {mib(purge.used_memory_after)} | {purge.problem or 'ok'} |",
         "",
         "### Proxy RSS and the hot tier",
         "",
-        f"Bound `PROXY_HOT_CACHE_BYTES` = {_mib(bound)} (default). A hot image entry holds its stored "
+        f"Bound `PROXY_HOT_CACHE_BYTES` = {mib(bound)} (default). A hot image entry holds its stored "
         "record, the ready ~2 MB JSON body and the ~1.5 MB PNG, about 3.5 MB.",
         "",
         "| state | proxy RSS | vs empty | checks |",
@@ -157,7 +152,7 @@ def render(
     ]
     empty = hot[0].rss if hot else 0
     out += [
-        f"| {h.state} | {_mib(h.rss)} | {'+' if h.rss >= empty else '-'}{_mib(abs(h.rss - empty))} "
+        f"| {h.state} | {mib(h.rss)} | {'+' if h.rss >= empty else '-'}{mib(abs(h.rss - empty))} "
         f"| {h.problem or 'ok'} |"
         for h in hot
     ]

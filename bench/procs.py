@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 import aiohttp
+from aiohttp import web
 
 from bench.machine import ROOT
 
@@ -88,6 +89,28 @@ def rss_bytes(pid: int) -> int:
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
     return total
+
+
+def serve_child(app: web.Application, host: str, port: int, *, handler_cancellation: bool = False) -> None:
+    """Run a bench server (the upstream, the bare references) as the proxy runs: uvloop, no access
+    log; returns on SIGINT/SIGTERM."""
+    import uvloop  # noqa: PLC0415 - a dependency of the proxy (not on Windows, where none of this runs)
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        access_log=None,
+        handler_cancellation=handler_cancellation,
+        shutdown_timeout=1.0,
+        print=lambda msg: print(msg, flush=True),
+    )
+
+
+def mib(value: float) -> str:
+    """Bytes as MiB, the way the reports print memory."""
+    return f"{value / 2**20:,.1f} MiB"
 
 
 @dataclass(slots=True)

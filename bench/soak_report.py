@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from bench.procs import mib
+
 _MIB = 2**20
 
 
@@ -33,10 +35,6 @@ def slope_mib_per_min(samples: Sequence[tuple[float, int]]) -> float:
     return cov / var * 60 / _MIB if var else 0.0
 
 
-def _mib(value: float) -> str:
-    return f"{value / _MIB:,.1f} MiB"
-
-
 def render(
     measured: Mapping[str, object],
     samples: Sequence[tuple[float, int]],
@@ -60,12 +58,12 @@ def render(
         "misses (new prompts, stored). Load average before / after "
         f"{measured['load average before / after']}: the machine is shared with other work.",
         "",
-        f"RSS sampled every {measured['sample every s']} s (`VmRSS`): idle proxy {_mib(idle)}, after "
-        f"priming {_mib(int(str(measured['primed rss'])))}; during the soak min {_mib(min(values))}, "
-        f"max {_mib(peak)}, last {_mib(values[-1])}; trend over the second half "
-        f"{slope_mib_per_min(samples):+.2f} MiB/min. Growth above idle: {_mib(peak - idle)}, "
-        f"{verdict} the hot-tier bound of {_mib(bound)}. Redis `used_memory` after: "
-        f"{_mib(int(str(measured['redis used_memory after'])))}.",
+        f"RSS sampled every {measured['sample every s']} s (`VmRSS`): idle proxy {mib(idle)}, after "
+        f"priming {mib(int(str(measured['primed rss'])))}; during the soak min {mib(min(values))}, "
+        f"max {mib(peak)}, last {mib(values[-1])}; trend over the second half "
+        f"{slope_mib_per_min(samples):+.2f} MiB/min. Growth above idle: {mib(peak - idle)}, "
+        f"{verdict} the hot-tier bound of {mib(bound)}. Redis `used_memory` after: "
+        f"{mib(int(str(measured['redis used_memory after'])))}.",
         "",
         "| minute | RSS |",
         "|---:|---:|",
@@ -74,7 +72,7 @@ def render(
     for seconds, rss in samples:
         minute = int(seconds // 60)
         if minute != last_minute:
-            out.append(f"| {seconds / 60:.1f} | {_mib(rss)} |")
+            out.append(f"| {seconds / 60:.1f} | {mib(rss)} |")
             last_minute = minute
     out += [
         "",

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 import aiohttp
 
 from bench.context import Options, Reply, Target, UpstreamControl, post
-from bench.load import LoadResult, LoadSpec, run_load
 from bench.matrix import Reference, reference_for
+from bench.measure import Measured, best, load_problems, measure
 from bench.payloads import (
-    HEADERS,
     IMAGE_MODEL,
     TEXT_MODEL,
     UNIQUE_MARK,
@@ -31,7 +30,6 @@ from bench.payloads import (
     sse_summary,
     vision_body,
 )
-from bench.procs import cpu_seconds
 from bench.references import BareServer
 from bench.results import ThroughputResult
 
@@ -133,52 +131,6 @@ async def warm_hits(
             if steady >= _STEADY_HITS:
                 return first.body, []
     return first.body, [f"no {_STEADY_HITS} consecutive HITs after {_WARM_ATTEMPTS} requests"]
-
-
-@dataclass(frozen=True, slots=True)
-class Measured:
-    """One load run and the CPU the target's process tree spent during it."""
-
-    load: LoadResult
-    cpu_s: float
-
-    @property
-    def cpu_ms_per_request(self) -> float:
-        """CPU milliseconds per completed request."""
-        return self.cpu_s * 1000 / self.load.requests if self.load.requests else 0.0
-
-
-async def measure(target: Target, body: bytes, opts: Options, *, unique: bool = False) -> Measured:
-    """One closed-loop load run against ``target`` (wrk threads = its workers)."""
-    cpu_before = cpu_seconds(target.pid)
-    spec = LoadSpec(
-        target.chat_url,
-        body,
-        HEADERS,
-        opts.duration,
-        opts.concurrency,
-        threads=target.workers,
-        unique=unique,
-    )
-    load = await run_load(spec, opts.generator)
-    return Measured(load, cpu_seconds(target.pid) - cpu_before)
-
-
-def best(runs: list[Measured]) -> Measured:
-    """The run with the most requests per second."""
-    return max(runs, key=lambda run: run.load.rps)
-
-
-def load_problems(runs: list[Measured]) -> list[str]:
-    """Runs that completed nothing or saw errors."""
-    problems: list[str] = []
-    if any(run.load.requests == 0 for run in runs):
-        problems.append("no request completed")
-    errors = sum(run.load.errors for run in runs)
-    non2xx = sum(run.load.non2xx for run in runs)
-    if errors or non2xx:
-        problems.append(f"{errors} socket errors, {non2xx} non-2xx responses")
-    return problems
 
 
 def _row(
