@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--image-bytes", type=int, default=1_500_000, help="approximate PNG size")
     parser.add_argument(
-        "--pairs", type=int, default=3, help="reference/proxy runs alternated for each target (best of N)"
+        "--pairs", type=int, default=5, help="reference/proxy runs alternated for each target (best of N)"
     )
+    parser.add_argument("--pair-duration", type=float, help="seconds of each alternated run (default 3)")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out", help="raw JSON and child logs")
     return parser
@@ -77,6 +78,7 @@ async def _bench(args: argparse.Namespace, redis_url: str, redis_origin: str) ->
         miss_samples=args.miss_samples or (100 if args.quick else 200),
         image_bytes=args.image_bytes,
         pairs=max(1, args.pairs),
+        pair_duration=args.pair_duration or min(3.0, args.duration or 3.0),
     )
     cells = plan(args.quick, args.scenario)
     redis_client, redis_version = await connect_redis(redis_url)
@@ -101,7 +103,8 @@ async def _bench(args: argparse.Namespace, redis_url: str, redis_origin: str) ->
         "load generator": f"{generator} (closed loop, {opts.concurrency} connections, "
         f"{'threads = proxy workers' if generator == 'wrk' else 'one process'})",
         "duration per load run": f"{opts.duration:g} s",
-        "reference/proxy runs per target": f"{opts.pairs} each, alternated, best reported",
+        "reference/proxy runs per target": f"{opts.pairs} each of {opts.pair_duration:g} s, alternated, "
+        "best reported",
         "miss-latency samples": f"{opts.miss_samples} per side",
         "image size": f"~{args.image_bytes:,} B PNG",
         "load average (1/5/15 min) before / after": f"{load_before} / {loadavg()}",

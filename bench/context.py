@@ -24,7 +24,8 @@ class Options:
     run_id: str
     miss_samples: int
     image_bytes: int = 1_500_000
-    pairs: int = 3  # reference/proxy load runs alternated where a target compares them
+    pairs: int = 5  # reference/proxy load runs alternated where a target compares them
+    pair_duration: float = 3.0  # seconds of each of those runs
 
 
 @dataclass(frozen=True, slots=True)

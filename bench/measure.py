@@ -23,14 +23,17 @@ class Measured:
         return self.cpu_s * 1000 / self.load.requests if self.load.requests else 0.0
 
 
-async def measure(target: Target, body: bytes, opts: Options, *, unique: bool = False) -> Measured:
-    """One closed-loop load run against ``target`` (wrk threads = its workers)."""
+async def measure(
+    target: Target, body: bytes, opts: Options, *, unique: bool = False, duration: float | None = None
+) -> Measured:
+    """One closed-loop load run against ``target`` (wrk threads = its workers), ``opts.duration``
+    seconds unless ``duration`` says otherwise."""
     cpu_before = cpu_seconds(target.pid)
     spec = LoadSpec(
         target.chat_url,
         body,
         HEADERS,
-        opts.duration,
+        duration or opts.duration,
         opts.concurrency,
         threads=target.workers,
         unique=unique,

@@ -134,9 +134,10 @@ aiohttp + uvloop server in its own process, like the proxy) answering the proxy'
 with the same header set, loaded by the same generator with the same request and settings:
 `bare-bytes` answers ready bytes, `bare-read` first reads the whole (~2 MB) request body,
 `raw-redis-get` answers one redis-py `GET` of a key holding the whole body (same private
-`redis-server`). Reference and proxy runs alternate within the same minute or two (reference,
-proxy, reference, proxy, ...); each side's **best** run is reported (all runs in parentheses and in
-`bench/out/latest.json`): on this shared 2-core VM other work only ever slows a run down.
+`redis-server`). Reference and proxy runs alternate in short runs within the same half minute
+(reference, proxy, reference, proxy, ...); each side's **best** run is reported (all runs in
+parentheses and in `bench/out/latest.json`): on this shared 2-core VM other work only ever
+slows a run down.
 The last column divides the reference's CPU time per request by the proxy's (process tree,
 /proc/<pid>/stat, in the reported runs): what the proxy spends per request relative to the
 reference, which contention from other work moves much less than req/s. Absolute req/s below

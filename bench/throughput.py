@@ -5,9 +5,9 @@ checked before and after the load: a hit must rebuild the miss's exact bytes (or
 same text and image), the upstream must see no calls and the proxy's own counters no non-hits.
 
 Where a target compares the proxy with a bare reference (``bench.matrix.REFERENCES``), the two
-are loaded alternately within the same minute — reference, proxy, reference, proxy — so both
-see the same machine; each side reports its best run (the least disturbed by the neighbours on
-this shared VM), and every run is kept in the raw JSON.
+are loaded alternately in short runs — reference, proxy, reference, proxy, ... — so both see the
+same machine; each side reports its best run (the least disturbed by the neighbours on this
+shared VM), and every run is kept in the raw JSON.
 """
 
 from __future__ import annotations
@@ -215,8 +215,8 @@ async def run_throughput(
     else:
         ref_target = await bare.prepare(scenario, pairing, reference)
         for _ in range(opts.pairs):
-            ref_runs.append(await measure(ref_target, body, opts))
-            runs.append(await measure(target, body, opts))
+            ref_runs.append(await measure(ref_target, body, opts, duration=opts.pair_duration))
+            runs.append(await measure(target, body, opts, duration=opts.pair_duration))
     calls = await upstream.chat_calls() - calls_before
     deltas: dict[str, int] = {}
     if target.is_proxy:
