@@ -58,8 +58,11 @@ class LevelResult:
     fill_seconds: float
     entry_keys: int
     used_memory: int
-    used_memory_before: int  # at the previous size (or empty)
+    dataset: int  # used_memory_dataset: keys and values, without client buffers
+    dataset_before: int  # at the previous size (or empty)
     entries_before: int
+    retried: dict[str, int]  # writes the proxy did not store at first (and that were sent again)
+    bypassed_hits: int  # hits served from upstream because a lookup outlived the store timeout
     redis_keys: int
     text_hit: LoadResult
     image_hit: LoadResult
@@ -68,10 +71,10 @@ class LevelResult:
 
     @property
     def bytes_per_added_entry(self) -> float:
-        """Redis memory per entry added since the previous size (the first size: since empty,
-        so it carries the one shared PNG)."""
+        """Redis dataset bytes per entry added since the previous size (the first size: since
+        empty, so it carries the one shared PNG)."""
         added = self.entries - self.entries_before
-        return (self.used_memory - self.used_memory_before) / added if added else 0.0
+        return (self.dataset - self.dataset_before) / added if added else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,15 +123,20 @@ def render(
         "most of them revalidate with Redis (the hot tier confirms an entry with a `GET` once it is "
         "older than 1 s) and image entries beyond the hot tier's ~70 are read from Redis.",
         "",
-        "| cached entries (text + image) | written in | Redis `used_memory` | per added entry "
-        "| text hit, random of all text | image hit, random of all image | proxy RSS | checks |",
+        "| cached entries (text + image) | written in | Redis `used_memory` (dataset) "
+        "| dataset per added entry | text hit, random of all text | image hit, random of all image "
+        "| proxy RSS | checks |",
         "|---|---:|---:|---:|---|---|---:|---|",
     ]
     for level in levels:
         checks = "ok" if not level.problems else "FAIL: " + "; ".join(level.problems)
+        if level.retried:
+            checks += f"; not stored at first, written again: {level.retried}"
+        if level.bypassed_hits:
+            checks += f"; {level.bypassed_hits} hits bypassed (store timeout)"
         out.append(
             f"| {level.entries:,} ({level.text_entries:,} + {level.image_entries:,}) "
-            f"| {level.fill_seconds:.0f} s | {mib(level.used_memory)} "
+            f"| {level.fill_seconds:.0f} s | {mib(level.used_memory)} ({mib(level.dataset)}) "
             f"| {level.bytes_per_added_entry:,.0f} B "
             f"| {_hit(level.text_hit)} | {_hit(level.image_hit)} | {mib(level.proxy_rss)} | {checks} |"
         )

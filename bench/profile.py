@@ -172,7 +172,7 @@ async def _run(args: argparse.Namespace) -> int:
     ]
     async with contextlib.AsyncExitStack() as resources:
         bench = await resources.enter_async_context(stack(args.out, args.image_bytes, args.loadgen))
-        proxy = await resources.enter_async_context(bench.proxy(ProxyConfig(1, "redis")))
+        proxy = await resources.enter_async_context(bench.proxy(ProxyConfig(1, "redis"), "profile"))
         for scenario in args.scenario or SCENARIOS:
             name = scenario + (".native" if args.native else "")
             folded = args.profiles / f"{name}.folded"

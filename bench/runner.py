@@ -49,10 +49,15 @@ async def start_upstream(setup: RunSetup) -> Child:
 
 
 async def start_proxy(
-    config: ProxyConfig, upstream: Child, setup: RunSetup, prefix: str, env: Mapping[str, str] | None = None
+    config: ProxyConfig,
+    upstream: Child,
+    setup: RunSetup,
+    prefix: str,
+    env: Mapping[str, str] | None = None,
+    log_name: str = "",
 ) -> Child:
     """``python -m proxy serve`` for one configuration, with its own Redis key prefix (``env``:
-    more ``PROXY_*`` settings, e.g. an admin token)."""
+    more ``PROXY_*`` settings, e.g. an admin token; ``log_name``: its log file's name)."""
     port = free_port()
     args = ["-m", "proxy", "serve", "--workers", str(config.workers), "--port", str(port)]
     args += ["--upstream-url", upstream.base + "/v1", "--log-level", "warning"]
@@ -62,7 +67,7 @@ async def start_proxy(
         args += ["--redis-url", setup.redis_url]
     if not config.hot_cache:
         extra["PROXY_HOT_CACHE_BYTES"] = "0"  # honoured once the proxy has a hot tier
-    log_path = setup.out_dir / "logs" / f"proxy-{config.slug}.log"
+    log_path = setup.out_dir / "logs" / f"{log_name or 'proxy-' + config.slug}.log"
     return await spawn(
         f"proxy {config.label}", args, child_env(extra), log_path, f"http://127.0.0.1:{port}", "/healthz"
     )

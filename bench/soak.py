@@ -130,7 +130,8 @@ def summarise(soak: Soak) -> dict[str, KindSummary]:
     out: dict[str, KindSummary] = {}
     for kind, stats in soak.stats.items():
         ordered = sorted(stats.latencies_ms)
-        wrong = {k: v for k, v in stats.x_cache.items() if k != EXPECTED[kind]}
+        # BYPASS: a Redis call outlived the store timeout and upstream answered (by design).
+        wrong = {k: v for k, v in stats.x_cache.items() if k not in {EXPECTED[kind], "BYPASS"}}
         problems = []
         if stats.errors or set(stats.statuses) - {200}:
             problems.append(f"statuses {dict(stats.statuses)}, {stats.errors} errors")
@@ -153,7 +154,7 @@ async def _run(args: argparse.Namespace) -> int:
     load_before = loadavg()
     async with contextlib.AsyncExitStack() as resources:
         bench = await resources.enter_async_context(stack(args.out, args.image_bytes, args.loadgen))
-        proxy = await resources.enter_async_context(bench.proxy(ProxyConfig(1, "redis")))
+        proxy = await resources.enter_async_context(bench.proxy(ProxyConfig(1, "redis"), "soak"))
         idle_rss = rss_bytes(proxy.pid)
         soak = Soak(bench.opts.run_id, proxy.target.chat_url, {kind: KindStats() for kind in EXPECTED})
         primed = [
@@ -172,7 +173,7 @@ async def _run(args: argparse.Namespace) -> int:
                 _image_misses(soak, s, args.image_miss_every, until),
                 _sample(soak, proxy.pid, args.sample_every, until, soak_timer),
             )
-        used_memory = await bench.used_memory()
+        used_memory = (await bench.memory()).used
     kinds = summarise(soak)
     problems += [p for k in kinds.values() for p in k.problems]
     measured = {

@@ -41,6 +41,15 @@ def common_flags(parser: argparse.ArgumentParser) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisMemory:
+    """``used_memory`` (every byte the server allocated) and ``used_memory_dataset`` (without
+    client buffers and the server's own overhead: the keys and values)."""
+
+    used: int
+    dataset: int
+
+
+@dataclass(frozen=True, slots=True)
 class Running:
     """A proxy started by ``Stack.proxy``."""
 
@@ -68,11 +77,13 @@ class Stack:
 
     @contextlib.asynccontextmanager
     async def proxy(
-        self, config: ProxyConfig, env: Mapping[str, str] | None = None
+        self, config: ProxyConfig, phase: str, env: Mapping[str, str] | None = None
     ) -> AsyncIterator[Running]:
-        """A fresh proxy process for ``config``; stopped and its keys deleted afterwards."""
-        prefix = f"lcpbench:{self.opts.run_id}:{config.slug}"
-        child = await start_proxy(config, self.upstream, self.setup, prefix, env)
+        """A fresh proxy process for ``config``; stopped and its keys deleted afterwards. Its log
+        is ``<out>/logs/<phase>-<config>.log``."""
+        prefix = f"lcpbench:{self.opts.run_id}:{phase}:{config.slug}"
+        log_name = f"{phase}-{config.slug}"
+        child = await start_proxy(config, self.upstream, self.setup, prefix, env, log_name)
         target = Target(config.label, child.base, child.pid, config.workers, config.store, config.hot_cache)
         try:
             yield Running(target, child, prefix)
@@ -80,16 +91,15 @@ class Stack:
             await stop(child)
             await delete_prefixed(self.redis, prefix)
 
-    async def used_memory(self) -> int:
-        """Redis ``INFO memory`` ``used_memory``: every byte this private server allocated, once
-        the keys deleted with ``UNLINK`` are freed (a background thread does that, see
-        ``lazyfree_pending_objects`` in https://redis.io/docs/latest/commands/info/)."""
+    async def memory(self) -> RedisMemory:
+        """Redis ``INFO memory``, once the keys deleted with ``UNLINK`` are freed (a background
+        thread does that: ``lazyfree_pending_objects``, https://redis.io/docs/latest/commands/info/)."""
         for _ in range(100):
             info = await self.redis.info("memory")
             if not int(info.get("lazyfree_pending_objects", 0)):
                 break
             await asyncio.sleep(0.05)
-        return int(info["used_memory"])
+        return RedisMemory(int(info["used_memory"]), int(info["used_memory_dataset"]))
 
 
 @contextlib.asynccontextmanager
