@@ -1,12 +1,14 @@
 """``python -m bench profile``: py-spy samples of the proxy while it serves text hits, then misses.
 
 For each scenario a fresh load runs against one proxy worker (Redis, hot tier on: the default)
-while ``py-spy record --format raw`` samples the proxy process (``--nonblocking``: the proxy is
-never paused, so the load it serves is what it would serve unprofiled). Written under
-``bench/profiles/``: ``<scenario>.folded`` (collapsed stacks, e.g. for a flame graph) and
-``<scenario>.txt`` (the top frames by own and by total time); RESULTS.md gets a short section.
-``--native`` adds C frames (uvloop, the HTTP parser, orjson, hashlib) but must pause the proxy
-for each sample, so it is a separate run writing ``<scenario>.native.*``.
+while ``py-spy record --format raw`` samples the proxy process 250 times a second. py-spy pauses
+the process for each sample (its default): with ``--nonblocking`` most stacks came back cut
+short on this machine (two thirds of them lacked the process's outermost frames), which makes
+"own time" meaningless. The pauses cost the proxy some throughput (the report shows the req/s
+served while sampled). Written under ``bench/profiles/``: ``<scenario>.folded`` (collapsed
+stacks, e.g. for a flame graph) and ``<scenario>.txt`` (the top frames by own and by total
+time); RESULTS.md gets a short section. ``--native`` adds C frames (uvloop, the HTTP parser,
+orjson, hashlib, the kernel calls) at a higher cost per sample, in ``<scenario>.native.*``.
 """
 
 from __future__ import annotations
@@ -134,7 +136,8 @@ async def profile_scenario(
     load = asyncio.create_task(run_load(spec, bench.opts.generator))
     await asyncio.sleep(_SETTLE_S)
     command = [_py_spy(), "record", "--pid", str(pid), "--duration", str(round(seconds)), "--rate", "250"]
-    command += ["--native"] if native else ["--nonblocking"]
+    command += ["--function"]  # frames by function, not by line: the folded file stays small
+    command += ["--native"] if native else []
     command += ["--format", "raw", "--output", str(folded)]
     spy = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
@@ -162,7 +165,7 @@ def _section_rows(profile: Profile) -> list[str]:
 async def _run(args: argparse.Namespace) -> int:
     args.profiles.mkdir(parents=True, exist_ok=True)
     section = [
-        "## Profiles (py-spy" + (", native frames, proxy paused per sample)" if args.native else ")"),
+        "## Profiles (py-spy" + (", with native frames)" if args.native else ")"),
         "",
         f"Measured {stamp()} by `python -m bench profile`; load average "
         f"before {loadavg()}. Top 5 functions by own time per scenario; the full lists are in",
@@ -194,5 +197,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="sampling time per scenario")
     parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="repeatable (default: all)")
     parser.add_argument("--profiles", type=Path, default=PROFILES, help="where the profiles go")
-    parser.add_argument("--native", action="store_true", help="C frames too (pauses the proxy per sample)")
+    parser.add_argument("--native", action="store_true", help="C frames too (costlier samples)")
     return asyncio.run(_run(parser.parse_args(argv)))
