@@ -33,7 +33,7 @@ from bench.growth_report import HotTierResult, LevelResult, PurgeResult, WorkerR
 from bench.load import LoadResult, LoadSpec, run_load
 from bench.machine import loadavg
 from bench.matrix import ProxyConfig
-from bench.measure import measure
+from bench.measure import load_problems, measure
 from bench.payloads import BEARER, HEADERS
 from bench.probes import prefixed_keys
 from bench.procs import rss_bytes
@@ -62,6 +62,7 @@ async def _workers(bench: Stack) -> list[WorkerResult]:
                 run = await measure(proxy.target, body, bench.opts)
                 wall = timer.seconds
                 busy = machine_busy() - busy_before
+                problems += load_problems([run])
                 rows.append(WorkerResult(scenario, workers, run.load, wall, run.cpu_s, busy, tuple(problems)))
                 log(f"[growth] w{workers} {scenario}: {run.load.rps:,.0f} req/s, proxy cpu {run.cpu_s:.1f} s")
     return rows
@@ -88,8 +89,12 @@ async def _hot_tier(bench: Stack, steps: Sequence[int]) -> list[HotTierResult]:
     async with bench.proxy(ProxyConfig(1, "redis"), "growth-hot", {"PROXY_ADMIN_TOKEN": admin}) as proxy:
         url = proxy.target.chat_url
         warm = text_family(f"{bench.opts.run_id} hot-warm")
-        await fill(url, warm.bodies(1, 50), 8)
-        rows.append(HotTierResult("empty (50 text entries written)", 0, rss_bytes(proxy.pid), ""))
+        warmed = await fill(url, warm.bodies(1, 50), 8)
+        rows.append(
+            HotTierResult(
+                "empty (50 text entries written)", 0, rss_bytes(proxy.pid), "; ".join(warmed.problems)
+            )
+        )
         images = distinct_image_family(bench.opts.run_id)
         written = 0
         for upto in steps:
