@@ -47,6 +47,13 @@ from proxy.config import Settings
 LEVELS = (1_000, 10_000, 100_000)
 IMAGE_SHARE = 0.1
 HOT_FILL_IMAGES = (40, 80, 160)  # distinct image entries written, cumulative
+# The proxy's allocator settings compared: glibc's defaults, and a fixed mmap threshold (setting
+# it turns the dynamic adjustment off, mallopt(3)), so every buffer above 128 KiB is mmapped and
+# goes back to the system when freed.
+MALLOC_ALLOCATORS: dict[str, dict[str, str]] = {
+    "glibc default": {},
+    "MALLOC_MMAP_THRESHOLD_=131072": {"MALLOC_MMAP_THRESHOLD_": "131072"},
+}
 _SETTLE_S = 0.5  # background stores finish after the reply
 
 
@@ -83,30 +90,38 @@ async def _purge(bench: Stack, proxy: Running, admin: str, namespace: str) -> tu
     return seconds, int(orjson.loads(payload)["deleted"]), ""
 
 
-async def _hot_tier(bench: Stack, steps: Sequence[int]) -> list[HotTierResult]:
+async def _hot_tier(bench: Stack, steps: Sequence[int], allocator: str) -> list[HotTierResult]:
+    """RSS of a fresh proxy as distinct image entries fill its hot tier, then after a purge.
+
+    ``allocator`` names a ``MALLOC_ALLOCATORS`` setting for the proxy: its large buffers (2 MB
+    bodies, 1.5 MB PNGs) come and go on every image miss, and by default glibc raises its mmap
+    threshold to the size of a freed mmapped block (mallopt(3), M_MMAP_THRESHOLD), after which
+    such buffers live in the heap, whose freed space the process keeps.
+    """
     admin = secrets.token_hex(24)
+    env = {"PROXY_ADMIN_TOKEN": admin, **MALLOC_ALLOCATORS[allocator]}
     rows: list[HotTierResult] = []
-    async with bench.proxy(ProxyConfig(1, "redis"), "growth-hot", {"PROXY_ADMIN_TOKEN": admin}) as proxy:
+    async with bench.proxy(ProxyConfig(1, "redis"), f"growth-hot-{allocator}", env) as proxy:
         url = proxy.target.chat_url
-        warm = text_family(f"{bench.opts.run_id} hot-warm")
+        warm = text_family(f"{bench.opts.run_id} hot-warm {allocator}")
         warmed = await fill(url, warm.bodies(1, 50), 8)
+        empty = rss_bytes(proxy.pid)
         rows.append(
-            HotTierResult(
-                "empty (50 text entries written)", 0, rss_bytes(proxy.pid), "; ".join(warmed.problems)
-            )
+            HotTierResult(allocator, "empty (50 text entries written)", empty, "; ".join(warmed.problems))
         )
-        images = distinct_image_family(bench.opts.run_id)
+        images = distinct_image_family(f"{bench.opts.run_id} {allocator}")
         written = 0
         for upto in steps:
             result = await fill(url, images.bodies(written + 1, upto), 8)
             written = upto
             await asyncio.sleep(_SETTLE_S)
             state = f"{upto} distinct image entries written"
-            rows.append(HotTierResult(state, upto, rss_bytes(proxy.pid), "; ".join(result.problems)))
-            log(f"[growth] hot tier: {state}, RSS {rows[-1].rss / 2**20:,.0f} MiB")
+            rows.append(HotTierResult(allocator, state, rss_bytes(proxy.pid), "; ".join(result.problems)))
+            log(f"[growth] hot tier ({allocator}): {state}, RSS {rows[-1].rss / 2**20:,.0f} MiB")
         _, deleted, problem = await _purge(bench, proxy, admin, bearer_namespace(BEARER))
         await asyncio.sleep(_SETTLE_S)
-        rows.append(HotTierResult(f"after purging all ({deleted} entries)", 0, rss_bytes(proxy.pid), problem))
+        state = f"after purging all ({deleted} entries)"
+        rows.append(HotTierResult(allocator, state, rss_bytes(proxy.pid), problem))
     return rows
 
 
@@ -206,7 +221,7 @@ async def _run(args: argparse.Namespace) -> int:
         )
         # The cache sizes first, while the private Redis holds nothing else.
         levels, purge = await _levels(bench, args.concurrency, args.levels)
-        hot = await _hot_tier(bench, args.hot_images)
+        hot = [row for name in MALLOC_ALLOCATORS for row in await _hot_tier(bench, args.hot_images, name)]
         workers = await _workers(bench)
         redis_version = bench.redis_version
     hot_bound = Settings().hot_cache_bytes
