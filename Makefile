@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: run demo keys test lint bench clean venv prometheus-bin
+.PHONY: run demo keys test lint bench bench-growth soak profile clean venv prometheus-bin
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,8 +58,23 @@ prometheus-bin:
 test: lint prometheus-bin
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# The matrix with its in-run ratios (< 10 min). The other modes each write their own section of
+# bench/RESULTS.md: cost growth (~10 min), a 10-minute soak, py-spy profiles of hit and miss.
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+bench-growth: $(STAMP)
+	$(BIN)/python -m bench growth
+
+soak: $(STAMP)
+	$(BIN)/python -m bench soak --minutes 10
+
+$(VENV)/.installed-bench: pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+profile: $(VENV)/.installed-bench
+	$(BIN)/python -m bench profile
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,4 +1,9 @@
-"""``python -m bench``: run the benchmark matrix and write ``bench/RESULTS.md`` + raw JSON."""
+"""``python -m bench``: run the benchmark matrix and write ``bench/RESULTS.md`` + raw JSON.
+
+``python -m bench growth|soak|profile ...`` run the other modes (``--help`` on each): cost growth
+with the number of cached entries, a long steady load with the proxy's RSS sampled, and py-spy
+profiles of the text-hit and miss paths. Each writes its own section of ``bench/RESULTS.md``.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +21,12 @@ import orjson
 
 from bench.context import Options
 from bench.load import pick_generator
-from bench.machine import ROOT, litellm_available, machine_info
+from bench.machine import ROOT, litellm_available, loadavg, machine_info
 from bench.matrix import SCENARIOS, plan
 from bench.redis_server import private_redis
 from bench.report import render
 from bench.runner import Runner, RunSetup, connect_redis, log, new_run_id
+from bench.sections import carried_over
 from bench.targets import verdicts
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -40,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--miss-samples", type=int, help="sequential misses per side (default 200, quick 100)"
     )
     parser.add_argument("--image-bytes", type=int, default=1_500_000, help="approximate PNG size")
+    parser.add_argument(
+        "--pairs", type=int, default=5, help="reference/proxy runs alternated for each target (best of N)"
+    )
+    parser.add_argument("--pair-duration", type=float, help="seconds of each alternated run (default 3)")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out", help="raw JSON and child logs")
     return parser
@@ -58,7 +68,7 @@ async def _main(args: argparse.Namespace) -> int:
 
 async def _bench(args: argparse.Namespace, redis_url: str, redis_origin: str) -> int:
     started = time.monotonic()
-    load_before = _loadavg()
+    load_before = loadavg()
     generator = pick_generator(args.loadgen)
     opts = Options(
         duration=args.duration or (3.0 if args.quick else 6.0),
@@ -66,6 +76,9 @@ async def _bench(args: argparse.Namespace, redis_url: str, redis_origin: str) ->
         generator=generator,
         run_id=new_run_id(),
         miss_samples=args.miss_samples or (100 if args.quick else 200),
+        image_bytes=args.image_bytes,
+        pairs=max(1, args.pairs),
+        pair_duration=args.pair_duration or min(3.0, args.duration or 3.0),
     )
     cells = plan(args.quick, args.scenario)
     redis_client, redis_version = await connect_redis(redis_url)
@@ -90,15 +103,19 @@ async def _bench(args: argparse.Namespace, redis_url: str, redis_origin: str) ->
         "load generator": f"{generator} (closed loop, {opts.concurrency} connections, "
         f"{'threads = proxy workers' if generator == 'wrk' else 'one process'})",
         "duration per load run": f"{opts.duration:g} s",
+        "reference/proxy runs per target": f"{opts.pairs} each of {opts.pair_duration:g} s, alternated, "
+        "best reported",
         "miss-latency samples": f"{opts.miss_samples} per side",
         "image size": f"~{args.image_bytes:,} B PNG",
-        "load average (1/5/15 min) before / after": f"{load_before} / {_loadavg()}",
+        "load average (1/5/15 min) before / after": f"{load_before} / {loadavg()}",
         "Redis": _safe_url(redis_url)
         + f" ({redis_origin})"
         + ("" if redis_client is not None else " (unreachable)"),
     }
     info = machine_info(redis_version, generator)
-    args.results.write_text(render(results, info, settings, litellm_available(), elapsed))
+    kept = carried_over(args.results)  # the growth, soak and profile sections stay
+    report = render(results, info, settings, litellm_available(), elapsed)
+    args.results.write_text(report + ("\n" + kept if kept else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     raw = {"settings": settings, "machine": info, "elapsed_s": elapsed, **results.to_json()}
     raw["targets"] = [_verdict(v) for v in verdicts(results)]
@@ -112,14 +129,6 @@ async def _bench(args: argparse.Namespace, redis_url: str, redis_origin: str) ->
     return 1 if problems else 0
 
 
-def _loadavg() -> str:
-    """Other work on the machine skews every number; the report shows how busy it was."""
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
-
-
 def _safe_url(url: str) -> str:
     """The Redis URL without its password (RESULTS.md gets committed)."""
     parsed = urlsplit(url)
@@ -131,12 +140,26 @@ def _safe_url(url: str) -> str:
 
 
 def _verdict(v: object) -> dict[str, object]:
-    return {name: getattr(v, name) for name in ("target", "cell", "goal", "measured", "met")}
+    names = ("target", "cell", "reference", "measured", "ratio", "goal", "met", "value", "cpu_ratio")
+    return {name: getattr(v, name) for name in names}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point."""
-    return asyncio.run(_main(build_parser().parse_args(argv)))
+    """Entry point: the matrix, or the mode named first."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["growth"]:
+        from bench.growth import main as growth_main  # noqa: PLC0415 - one mode per run
+
+        return growth_main(args[1:])
+    if args[:1] == ["soak"]:
+        from bench.soak import main as soak_main  # noqa: PLC0415
+
+        return soak_main(args[1:])
+    if args[:1] == ["profile"]:
+        from bench.profile import main as profile_main  # noqa: PLC0415
+
+        return profile_main(args[1:])
+    return asyncio.run(_main(build_parser().parse_args(args)))
 
 
 if __name__ == "__main__":

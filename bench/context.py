@@ -23,11 +23,14 @@ class Options:
     generator: str
     run_id: str
     miss_samples: int
+    image_bytes: int = 1_500_000
+    pairs: int = 5  # reference/proxy load runs alternated where a target compares them
+    pair_duration: float = 3.0  # seconds of each of those runs
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where load goes: the proxy under test or (``label == "direct"``) the upstream itself."""
+    """Where load goes: the proxy under test, the upstream itself (``direct``) or a bare reference."""
 
     label: str
     base: str  # http://127.0.0.1:PORT
@@ -35,16 +38,13 @@ class Target:
     workers: int = 1
     store: str = "-"
     hot_cache: bool = True
-
-    @property
-    def is_proxy(self) -> bool:
-        """False for the direct-to-upstream baseline."""
-        return self.label != "direct"
+    path: str = CHAT_PATH  # a bare reference answers on its own route (bench.bare)
+    is_proxy: bool = True
 
     @property
     def chat_url(self) -> str:
-        """The chat completions URL."""
-        return self.base + CHAT_PATH
+        """Where the chat requests go."""
+        return self.base + self.path
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,18 @@ request = function()
 end
 """
 
+_LUA_PICK = r"""
+function setup(thread)
+  thread:set("seed", math.random(1, 2147483647))
+end
+function init(args)
+  math.randomseed(seed)
+end
+request = function()
+  return wrk.format(nil, nil, nil, body_prefix .. math.random(1, pick) .. body_suffix)
+end
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class LoadSpec:
@@ -57,6 +69,7 @@ class LoadSpec:
     concurrency: int
     threads: int = 1
     unique: bool = False  # replace UNIQUE_MARK in the body with a per-request counter
+    pick: int = 0  # > 0: replace UNIQUE_MARK with a random 1..pick per request (hits over a key set)
     timeout: float = 10.0
 
 
@@ -119,22 +132,25 @@ def wrk_script(spec: LoadSpec) -> str:
     lines = ['wrk.method = "POST"']
     lines += [f"wrk.headers[ {_lua_string(k)} ] = {_lua_string(v)}" for k, v in spec.headers.items()]
     body = spec.body.decode()
-    if spec.unique:
+    if spec.unique or spec.pick:
         prefix, _, suffix = body.partition(UNIQUE_MARK)
         lines += [f"body_prefix = {_lua_string(prefix)}", f"body_suffix = {_lua_string(suffix)}"]
-        lines.append(f"wrk.body = {_lua_string(prefix + '0' + suffix)}")
-        lines.append(_LUA_UNIQUE)
+        lines.append(f"wrk.body = {_lua_string(prefix + '1' + suffix)}")
+        lines += [f"pick = {spec.pick}", _LUA_PICK] if spec.pick else [_LUA_UNIQUE]
     else:
         lines.append(f"wrk.body = {_lua_string(body)}")
     lines.append(_LUA_DONE)
     return "\n".join(lines)
 
 
-async def _collect(*args: str) -> str:
+async def _collect(*args: str, stdin: bytes | None = None) -> str:
     process = await asyncio.create_subprocess_exec(
-        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await process.communicate()
+    out, err = await process.communicate(stdin)
     text = out.decode(errors="replace")
     if process.returncode != 0 or "BENCHJSON " not in text:
         raise RuntimeError(f"{args[0]} failed ({process.returncode}): {text[-500:]} {err.decode()[-500:]}")
@@ -171,8 +187,10 @@ async def run_load(spec: LoadSpec, generator: str) -> LoadResult:
         "duration": spec.duration,
         "concurrency": spec.concurrency,
         "unique": spec.unique,
+        "pick": spec.pick,
         "mark": UNIQUE_MARK,
         "timeout": spec.timeout,
     }
-    text = await _collect(sys.executable, "-m", "bench.loadgen", orjson.dumps(payload).decode())
+    # On stdin, not argv: a vision-edit body (~2 MB) is far beyond one argument's 128 KiB limit.
+    text = await _collect(sys.executable, "-m", "bench.loadgen", stdin=orjson.dumps(payload))
     return _parse(text)

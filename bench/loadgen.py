@@ -1,12 +1,13 @@
 """The fallback load generator (no wrk installed): a bounded aiohttp client in its own process.
 
-``python -m bench.loadgen SPEC_JSON`` runs ``concurrency`` closed-loop clients for ``duration``
+``python -m bench.loadgen < SPEC_JSON`` runs ``concurrency`` closed-loop clients for ``duration``
 seconds and prints one JSON line with the same fields ``bench.wrk`` reports.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import sys
 import time
 from collections.abc import Sequence
@@ -27,11 +28,16 @@ def percentile(sorted_values: Sequence[float], pct: float) -> float:
 async def _client(
     session: aiohttp.ClientSession, spec: dict[str, Any], worker: int, deadline: float, out: dict[str, Any]
 ) -> None:
-    prefix, _, suffix = spec["body"].partition(spec["mark"]) if spec["unique"] else (spec["body"], "", "")
+    varies = spec["unique"] or spec["pick"]
+    prefix, _, suffix = spec["body"].partition(spec["mark"]) if varies else (spec["body"], "", "")
+    picker = random.Random(worker)
     count = 0
     while time.perf_counter() < deadline:
         count += 1
-        body = f"{prefix}{worker}-{count}{suffix}" if spec["unique"] else prefix
+        if spec["pick"]:
+            body = f"{prefix}{picker.randint(1, spec['pick'])}{suffix}"
+        else:
+            body = f"{prefix}{worker}-{count}{suffix}" if spec["unique"] else prefix
         started = time.perf_counter()
         try:
             async with session.post(spec["url"], data=body.encode(), headers=spec["headers"]) as response:
@@ -72,9 +78,9 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: the spec is one JSON argument."""
+    """Entry point: the spec is one JSON document on stdin (or the first argument)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    spec = orjson.loads(args[0])
+    spec = orjson.loads(args[0] if args else sys.stdin.buffer.read())
     try:
         import uvloop  # noqa: PLC0415 - optional accelerator
 

@@ -64,7 +64,18 @@ def machine_info(redis_server: str, generator: str) -> dict[str, str]:
         "redis-server": redis_server or "not used",
         "load generator": _command("wrk", "-v") if generator == "wrk" else "bench.loadgen (aiohttp client)",
         "proxy commit": (commit + (" + uncommitted changes" if dirty else "")) if commit else "unknown",
+        # The bench's own commits move HEAD; this names the code actually measured.
+        "proxy/ last changed in": _command("git", "log", "-1", "--format=%h %s", "--", "proxy")[:80]
+        or "unknown",
     }
+
+
+def loadavg() -> str:
+    """Other work on the machine skews every number; the report shows how busy it was."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 def litellm_available() -> bool:

@@ -1,4 +1,4 @@
-"""Which proxy configurations run which scenarios, for the full run and for ``--quick``.
+"""Which proxy configurations run which scenarios, and which bare reference each target compares with.
 
 Each configuration gets a fresh proxy process; ``miss_latency`` runs first, on an idle proxy with
 an empty store (the "unloaded" number the targets ask for).
@@ -9,20 +9,59 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-THROUGHPUT_SCENARIOS = ("image_hit", "image_hit_redis", "text_hit", "stream_image_hit", "text_miss")
+THROUGHPUT_SCENARIOS = (
+    "image_hit",
+    "image_hit_redis",
+    "text_hit",
+    "vision_hit",
+    "stream_image_hit",
+    "text_miss",
+)
 PROBE_SCENARIOS = ("miss_latency", "coalesce32", "redis_memory")
 SCENARIOS = THROUGHPUT_SCENARIOS + PROBE_SCENARIOS
 DESCRIPTIONS = {
     "image_hit": "image (~1.5 MB PNG) cache hit, JSON",
     "image_hit_redis": "image hit read from Redis every request (PROXY_HOT_CACHE_BYTES=0)",
     "text_hit": "text cache hit, JSON",
+    "vision_hit": "vision-edit hit: a ~2 MB request (the PNG inside `messages` + an instruction), "
+    "text answer; primed by one miss",
     "stream_image_hit": "image cache hit replayed as SSE (stream: true)",
     "text_miss": "text miss, unique prompt per request (upstream latency 0)",
     "miss_latency": "added latency of a miss: sequential unique text prompts, proxy vs direct, interleaved",
     "coalesce32": "32 identical concurrent image misses -> upstream calls",
     "redis_memory": "Redis MEMORY USAGE of one cached image entry (all its keys) vs PNG bytes",
 }
+# Scenarios with a direct-to-upstream row (context only; the targets use the bare references).
+DIRECT_SCENARIOS = ("image_hit", "text_hit", "stream_image_hit", "text_miss")
 _COMMON = ("image_hit", "text_hit", "stream_image_hit", "text_miss", "coalesce32")
+# The configuration every ratio target is judged on: the default (Redis, hot tier on, one worker).
+TARGET_CELL = "w1/redis"
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A bare reference (``bench.bare``) measured interleaved with one proxy cell's scenario."""
+
+    kind: str  # bare-bytes | bare-read | raw-redis-get
+    route: str  # bench.bare route prefix; the scenario name follows it
+    cell: str  # the proxy configuration it is paired with
+
+    def path(self, scenario: str) -> str:
+        """The reference server's route for ``scenario``."""
+        return f"{self.route}/{scenario}"
+
+    @property
+    def from_redis(self) -> bool:
+        """The body is read from Redis on every request (the bench SETs it there)."""
+        return self.kind == "raw-redis-get"
+
+
+REFERENCES = {
+    "image_hit": Reference("bare-bytes", "/bytes", TARGET_CELL),
+    "text_hit": Reference("bare-bytes", "/bytes", TARGET_CELL),
+    "vision_hit": Reference("bare-read", "/read", TARGET_CELL),
+    "image_hit_redis": Reference("raw-redis-get", "/redis", TARGET_CELL + "/hot-off"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +91,17 @@ class Cell:
     scenarios: tuple[str, ...]
 
 
+def reference_for(scenario: str, cell: str) -> Reference | None:
+    """The reference to interleave with ``scenario`` on ``cell`` (None: a context row)."""
+    reference = REFERENCES.get(scenario)
+    return reference if reference is not None and reference.cell == cell else None
+
+
 def plan(quick: bool, only: Iterable[str] = ()) -> list[Cell]:
     """The matrix; ``only`` keeps the named scenarios (configs left without any are dropped)."""
     cells = [
-        Cell(ProxyConfig(1, "memory"), ("miss_latency", *_COMMON)),
-        Cell(ProxyConfig(1, "redis"), ("miss_latency", *_COMMON, "redis_memory")),
+        Cell(ProxyConfig(1, "memory"), ("miss_latency", *_COMMON, "vision_hit")),
+        Cell(ProxyConfig(1, "redis"), ("miss_latency", *_COMMON, "vision_hit", "redis_memory")),
         Cell(ProxyConfig(1, "redis", hot_cache=False), ("image_hit_redis",)),
     ]
     if not quick:

@@ -7,6 +7,8 @@ from typing import Any
 import orjson
 import pybase64
 
+from proxy.sim_payloads import png_data_url
+
 BEARER = "sk-bench-000000000000"
 HEADERS = {"Authorization": f"Bearer {BEARER}", "Content-Type": "application/json"}
 IMAGE_MODEL = "gemini-2.5-flash-image-preview"
@@ -27,6 +29,28 @@ def chat_body(model: str, prompt: str, *, stream: bool = False) -> bytes:
     }
     if stream:
         body["stream"] = True
+    return orjson.dumps(body)
+
+
+def vision_body(model: str, instruction: str, image_bytes: int) -> bytes:
+    """The seed's edit workflow: a generated PNG sent back inside ``messages`` with an instruction.
+
+    LLMGateway's docs: "edit or modify images by ... including the image in the messages array"
+    (an OpenAI ``image_url`` content part carrying a ``data:image/png;base64,...`` URL).
+    """
+    body = {
+        "model": model,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": instruction},
+                    {"type": "image_url", "image_url": {"url": png_data_url(instruction, image_bytes)}},
+                ],
+            }
+        ],
+        "temperature": 0,
+    }
     return orjson.dumps(body)
 
 

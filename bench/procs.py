@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import IO
 
 import aiohttp
+from aiohttp import web
+
+from bench.machine import ROOT
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 _STOP_GRACE_S = 10.0
@@ -67,6 +70,47 @@ def cpu_seconds(pid: int) -> float:
         if fields is not None:
             total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
     return total / _TICKS
+
+
+def child_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """The bench's environment for a child, without the caller's ``PROXY_*`` variables: a
+    setting in the shell that started the bench must not change what is measured."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    return {**env, **extra}
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid`` and its live descendants (``VmRSS``, /proc/<pid>/status)."""
+    total = 0
+    for member in descendants(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+    return total
+
+
+def serve_child(app: web.Application, host: str, port: int, *, handler_cancellation: bool = False) -> None:
+    """Run a bench server (the upstream, the bare references) as the proxy runs: uvloop, no access
+    log; returns on SIGINT/SIGTERM."""
+    import uvloop  # noqa: PLC0415 - a dependency of the proxy (not on Windows, where none of this runs)
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        access_log=None,
+        handler_cancellation=handler_cancellation,
+        shutdown_timeout=1.0,
+        print=lambda msg: print(msg, flush=True),
+    )
+
+
+def mib(value: float) -> str:
+    """Bytes as MiB, the way the reports print memory."""
+    return f"{value / 2**20:,.1f} MiB"
 
 
 @dataclass(slots=True)

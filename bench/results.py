@@ -7,10 +7,16 @@ from typing import Any
 
 from bench.load import LoadResult
 
+REFERENCE_KINDS = ("bare-bytes", "bare-read", "raw-redis-get")
+
 
 @dataclass(frozen=True, slots=True)
 class ThroughputResult:
-    """Closed-loop load against the proxy (``target`` = config label) or the upstream (``direct``)."""
+    """Closed-loop load against the proxy (``target`` = config label), the upstream (``direct``) or
+    a bare reference (``target`` = its kind, ``pair`` = the proxy cell it was interleaved with).
+
+    ``load`` is the best of ``runs`` by req/s; a proxy row's ``pair`` names its reference.
+    """
 
     scenario: str
     target: str
@@ -23,11 +29,21 @@ class ThroughputResult:
     upstream_calls: int
     cache_results: dict[str, int] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    runs: tuple[LoadResult, ...] = ()
+    cpu_ms_runs: tuple[float, ...] = ()  # CPU ms/request of each run, in ``runs`` order
+    pair: str = ""
+
+    @property
+    def is_reference(self) -> bool:
+        """A bare reference's row (``bench.bare``)."""
+        return self.target in REFERENCE_KINDS
 
     def to_json(self) -> dict[str, Any]:
         """asdict plus the derived req/s."""
         data = asdict(self)
         data["load"]["rps"] = self.load.rps
+        for run, raw in zip(self.runs, data["runs"], strict=True):
+            raw["rps"] = run.rps
         return data
 
 
@@ -116,6 +132,14 @@ class RunResults:
         """The direct-to-upstream run a proxy scenario is compared with."""
         kind = direct_kind(scenario)
         return next((r for r in self.throughput if r.target == "direct" and r.scenario == kind), None)
+
+    def row(self, scenario: str, target: str) -> ThroughputResult | None:
+        """The row of ``scenario`` on ``target`` (a proxy cell label or a reference kind)."""
+        return next((r for r in self.throughput if r.scenario == scenario and r.target == target), None)
+
+    def reference(self, scenario: str) -> ThroughputResult | None:
+        """The bare reference measured for ``scenario`` (whichever cell it was paired with)."""
+        return next((r for r in self.throughput if r.scenario == scenario and r.is_reference), None)
 
     def problems(self) -> list[str]:
         """Errors and failed checks of every scenario."""

@@ -1,11 +1,12 @@
-"""Runs the matrix: upstream once, direct baselines, then each proxy configuration in turn."""
+"""Runs the matrix: upstream and bare references once, direct baselines, then each proxy
+configuration in turn (its targets' references interleaved with it, see ``bench.throughput``)."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,11 +15,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from bench.context import Options, Target, UpstreamControl
-from bench.machine import ROOT
-from bench.matrix import THROUGHPUT_SCENARIOS, Cell, ProxyConfig
+from bench.matrix import DIRECT_SCENARIOS, THROUGHPUT_SCENARIOS, Cell, ProxyConfig, reference_for
 from bench.probes import coalesce, delete_prefixed, miss_latency, redis_memory
-from bench.procs import Child, free_port, log_errors, spawn, stop
-from bench.results import RunResults, ThroughputResult, direct_kind
+from bench.procs import Child, child_env, free_port, log_errors, spawn, stop
+from bench.references import BareServer, start_bare
+from bench.results import RunResults, ThroughputResult
 from bench.throughput import run_throughput
 
 # A scenario that fails is reported and the run goes on with the next one.
@@ -39,43 +40,47 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _child_env(extra: dict[str, str]) -> dict[str, str]:
-    # A PROXY_* variable of the caller's shell must not change what is measured.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    return {**env, **extra}
-
-
 async def start_upstream(setup: RunSetup) -> Child:
     """``bench.upstream`` on a free port, upstream latency 0."""
     port = free_port()
     args = ["-m", "bench.upstream", "--port", str(port), "--image-bytes", str(setup.image_bytes)]
     log_path = setup.out_dir / "logs" / "upstream.log"
-    return await spawn("upstream", args, _child_env({}), log_path, f"http://127.0.0.1:{port}", "/_stats")
+    return await spawn("upstream", args, child_env({}), log_path, f"http://127.0.0.1:{port}", "/_stats")
 
 
-async def start_proxy(config: ProxyConfig, upstream: Child, setup: RunSetup, prefix: str) -> Child:
-    """``python -m proxy serve`` for one configuration, with its own Redis key prefix."""
+async def start_proxy(
+    config: ProxyConfig,
+    upstream: Child,
+    setup: RunSetup,
+    prefix: str,
+    env: Mapping[str, str] | None = None,
+    log_name: str = "",
+) -> Child:
+    """``python -m proxy serve`` for one configuration, with its own Redis key prefix (``env``:
+    more ``PROXY_*`` settings, e.g. an admin token; ``log_name``: its log file's name)."""
     port = free_port()
     args = ["-m", "proxy", "serve", "--workers", str(config.workers), "--port", str(port)]
     args += ["--upstream-url", upstream.base + "/v1", "--log-level", "warning"]
     extra = {"PROXY_REDIS_PREFIX": prefix, "PROXY_SHUTDOWN_GRACE": "2", "PROXY_UPSTREAM_TIMEOUT": "60"}
+    extra.update(env or {})
     if config.store == "redis":
         args += ["--redis-url", setup.redis_url]
     if not config.hot_cache:
         extra["PROXY_HOT_CACHE_BYTES"] = "0"  # honoured once the proxy has a hot tier
-    log_path = setup.out_dir / "logs" / f"proxy-{config.slug}.log"
+    log_path = setup.out_dir / "logs" / f"{log_name or 'proxy-' + config.slug}.log"
     return await spawn(
-        f"proxy {config.label}", args, _child_env(extra), log_path, f"http://127.0.0.1:{port}", "/healthz"
+        f"proxy {config.label}", args, child_env(extra), log_path, f"http://127.0.0.1:{port}", "/healthz"
     )
 
 
-def _summary(row: ThroughputResult) -> str:
+def summary(row: ThroughputResult) -> str:
+    """One progress line of a throughput row."""
     load = row.load
     status = "ok" if not row.problems else "FAIL " + "; ".join(row.problems)
+    runs = " (best of " + "/".join(f"{r.rps:,.0f}" for r in row.runs) + ")" if len(row.runs) > 1 else ""
     return (
         f"{row.load.rps:9,.0f} req/s  p50 {load.p50_ms:7.2f} ms  p99 {load.p99_ms:7.2f} ms  "
-        f"cpu {row.cpu_ms_per_request:.3f} ms/req  {status}"
+        f"cpu {row.cpu_ms_per_request:.3f} ms/req  {status}{runs}"
     )
 
 
@@ -91,30 +96,40 @@ class Runner:
     async def run(self, cells: Sequence[Cell]) -> RunResults:
         """Everything, always stopping what it started."""
         upstream = await start_upstream(self.setup)
+        bare_prefix = f"lcpbench:{self.opts.run_id}:bare:"
         try:
-            async with aiohttp.ClientSession() as session:
+            async with contextlib.AsyncExitStack() as stack:
+                session = await stack.enter_async_context(aiohttp.ClientSession())
                 control = UpstreamControl(session, upstream.base)
-                direct = Target("direct", upstream.base, upstream.pid)
+                direct = Target("direct", upstream.base, upstream.pid, is_proxy=False)
+                bare = None
+                if any(reference_for(s, c.config.label) for c in cells for s in c.scenarios):
+                    log_path = self.setup.out_dir / "logs" / "bare.log"
+                    child = await start_bare(self.setup.redis_url, bare_prefix, log_path)
+                    stack.push_async_callback(stop, child)
+                    bare = BareServer(child, session, self.redis, bare_prefix)
                 await self._direct_baselines(cells, direct, control, session)
                 for cell in cells:
-                    await self._cell(cell, upstream, direct, control, session)
+                    await self._cell(cell, upstream, direct, control, session, bare)
         finally:
             await stop(upstream)
+            if self.redis is not None:
+                await delete_prefixed(self.redis, bare_prefix)
         return self.results
 
     async def _direct_baselines(
         self, cells: Sequence[Cell], direct: Target, control: UpstreamControl, session: aiohttp.ClientSession
     ) -> None:
-        kinds = {direct_kind(s): None for c in cells for s in c.scenarios if s in THROUGHPUT_SCENARIOS}
+        kinds = {s: None for c in cells for s in c.scenarios if s in DIRECT_SCENARIOS}
         for kind in kinds:
             try:
-                row = await run_throughput(kind, direct, self.opts, control, session)
+                rows = await run_throughput(kind, direct, self.opts, control, session)
             except _SCENARIO_ERRORS as exc:
                 self.results.errors.append(f"direct {kind}: {exc!r}")
                 log(f"[direct]            {kind:17} ERROR {exc!r}")
                 continue
-            self.results.throughput.append(row)
-            log(f"[direct]            {kind:17} {_summary(row)}")
+            self.results.throughput += rows
+            log(f"[direct]            {kind:17} {summary(rows[0])}")
 
     async def _cell(
         self,
@@ -123,6 +138,7 @@ class Runner:
         direct: Target,
         control: UpstreamControl,
         session: aiohttp.ClientSession,
+        bare: BareServer | None,
     ) -> None:
         config = cell.config
         if config.store == "redis" and self.redis is None:
@@ -136,7 +152,7 @@ class Runner:
         try:
             for scenario in cell.scenarios:
                 try:
-                    await self._scenario(scenario, target, direct, control, session, prefix)
+                    await self._scenario(scenario, target, direct, control, session, prefix, bare)
                 except _SCENARIO_ERRORS as exc:
                     self.results.errors.append(f"{config.label} {scenario}: {exc!r}")
                     log(f"[{config.label:17}] {scenario:17} ERROR {exc!r}")
@@ -154,12 +170,15 @@ class Runner:
         control: UpstreamControl,
         session: aiohttp.ClientSession,
         prefix: str,
+        bare: BareServer | None,
     ) -> None:
         head = f"[{target.label:17}] {scenario:17}"
         if scenario in THROUGHPUT_SCENARIOS:
-            row = await run_throughput(scenario, target, self.opts, control, session)
-            self.results.throughput.append(row)
-            log(f"{head} {_summary(row)}")
+            rows = await run_throughput(scenario, target, self.opts, control, session, bare)
+            self.results.throughput += rows
+            for row in rows:
+                name = target.label if row is rows[0] else row.target
+                log(f"[{name:17}] {scenario:17} {summary(row)}")
         elif scenario == "miss_latency":
             miss = await miss_latency(target, direct, self.opts, control)
             self.results.miss_latency.append(miss)

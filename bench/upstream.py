@@ -8,13 +8,13 @@ bench-only routes: ``GET /_stats`` (call counters, read by the single-flight sce
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
 import orjson
 from aiohttp import web
 
+from bench.procs import serve_child
 from proxy.simulator import STATE_KEY, SimulatorState, create_simulator_app
 
 _KNOBS = ("latency_s", "image_latency_s")
@@ -61,24 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every chat answer")
     parser.add_argument("--image-latency", type=float, default=0.0, help="extra seconds for image models")
     args = parser.parse_args(argv)
-    try:
-        import uvloop  # noqa: PLC0415 - optional accelerator, as the proxy uses it
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:  # pragma: no cover
-        pass
     state = SimulatorState(
         latency_s=args.latency, image_latency_s=args.image_latency, image_bytes=args.image_bytes
     )
-    web.run_app(
-        build_app(state),
-        host=args.host,
-        port=args.port,
-        access_log=None,
-        handler_cancellation=True,
-        shutdown_timeout=1.0,
-        print=lambda msg: print(msg, flush=True),
-    )
+    serve_child(build_app(state), args.host, args.port, handler_cancellation=True)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,8 +142,16 @@ async def redis_keys(client: aioredis.Redis, pattern: str) -> list[bytes]:
     return [key async for key in client.scan_iter(match=pattern, count=1000)]
 
 
-async def entry_key_of(client: aioredis.Redis, prefix: str, digest: str) -> bytes:
-    """The Redis key of the entry whose hash is ``digest`` (the ``X-Cache-Key`` header)."""
+async def entry_key_of(client: aioredis.Redis, prefix: str, digest: str, wait_s: float = 10.0) -> bytes:
+    """The Redis key of the entry whose hash is ``digest`` (the ``X-Cache-Key`` header).
+
+    A miss is stored in the background after the client has its answer, blobs first and the entry
+    last: this waits (bounded) for the entry, and once it exists its blobs are complete too.
+    """
+    deadline = asyncio.get_running_loop().time() + wait_s
     keys = await redis_keys(client, f"{prefix}:r1:*{digest}")
+    while not keys and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+        keys = await redis_keys(client, f"{prefix}:r1:*{digest}")
     assert len(keys) == 1, keys
     return keys[0]
