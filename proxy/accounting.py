@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.logs import clip
 from proxy.metrics import ProxyMetrics
 from proxy.pricing import PriceTable
 
@@ -47,7 +48,7 @@ class Accountant:
             self.metrics.unknown_model.labels(self.metrics.model_label(model)).inc()
             if model not in self._unknown_logged and len(self._unknown_logged) < 1000:
                 self._unknown_logged.add(model)
-                log.warning("no price for model %r: its cost is counted as 0", model)
+                log.warning("no price for model %r: its cost is counted as 0", clip(model))
             return 0
         return cost
 

@@ -7,7 +7,6 @@ shape. The plaintext of a key is in the response to its creation and nowhere els
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -20,7 +19,7 @@ from redis.exceptions import RedisError
 from proxy.auth import managed_namespace
 from proxy.budget import BudgetStatus, UsageSummary
 from proxy.errors import ProxyError, bad_request
-from proxy.handlers import bearer_of
+from proxy.handlers import bearer_matches
 from proxy.keys import AUTH, BUDGETS, CACHE, FLIGHTS, KEYSTORE, SETTINGS
 from proxy.keystore import InvalidKeySettings, ManagedKey, usd_to_micro
 from proxy.periods import parse_period
@@ -39,8 +38,7 @@ async def admin_auth_middleware(request: web.Request, handler: Handler) -> web.S
     token = request.app[SETTINGS].admin_token
     if token is None:
         raise ProxyError(404, "The admin API is off: PROXY_ADMIN_TOKEN is not set.", code="admin_disabled")
-    presented = bearer_of(request) or ""
-    if not hmac.compare_digest(presented.encode(), token.value.encode()):
+    if not bearer_matches(request, token):
         raise ProxyError(401, "A valid admin token is required.", code="invalid_admin_token")
     try:
         return await handler(request)

@@ -10,6 +10,9 @@ from typing import Any, Literal
 
 CacheScope = Literal["key", "shared"]
 
+# Bearer tokens the operator chooses (admin, metrics): shorter ones are guessable, so refused at start.
+MIN_TOKEN_CHARS = 32
+
 
 @dataclass(frozen=True, slots=True)
 class Secret:
@@ -62,6 +65,8 @@ class Settings:
     budget_fail_closed: bool = True
     charge_cache_hits: bool = False
     lock_ttl: float = 30.0
+    header_timeout: float = 10.0
+    metrics_token: Secret | None = None
     # Tables from the TOML file (PROXY_CONFIG); kept raw here, parsed by their owners.
     pricing: Mapping[str, Any] = field(default_factory=dict)
     keys: tuple[Mapping[str, Any], ...] = ()
@@ -110,8 +115,16 @@ class Settings:
         for name in ("cache_ttl", "max_body_bytes", "cache_max_entry_bytes", "workers"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"PROXY_{name.upper()} must be positive")
-        if self.store_timeout <= 0 or self.upstream_timeout <= 0:
+        if self.store_timeout <= 0 or self.upstream_timeout <= 0 or self.header_timeout <= 0:
             raise ValueError("timeouts must be positive")
+        for name in ("admin_token", "metrics_token"):
+            token = getattr(self, name)
+            if token is not None and len(token.value) < MIN_TOKEN_CHARS:
+                raise ValueError(
+                    f"PROXY_{name.upper()} must be at least {MIN_TOKEN_CHARS} characters "
+                    f"(it has {len(token.value)}): a short bearer token can be guessed; "
+                    "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
         scheme, sep, _ = (self.redis_url or "redis://").partition("://")
         if not sep or scheme not in _REDIS_SCHEMES:
             raise ValueError(
@@ -142,9 +155,9 @@ _INT = {
     "key_verify_ttl",
     "workers",
 }
-_FLOAT = {"upstream_timeout", "store_timeout", "shutdown_grace", "lock_ttl"}
+_FLOAT = {"upstream_timeout", "store_timeout", "shutdown_grace", "lock_ttl", "header_timeout"}
 _BOOL = {"finish_on_disconnect", "budget_fail_closed", "charge_cache_hits"}
-_SECRET = {"upstream_api_key", "admin_token"}
+_SECRET = {"upstream_api_key", "admin_token", "metrics_token"}
 
 
 def _coerce(name: str, raw: str) -> Any:

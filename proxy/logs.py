@@ -7,6 +7,21 @@ import time
 
 import orjson
 
+# Longest client-supplied value a log line shows (paths, model names, header names).
+CLIP_CHARS = 120
+
+
+def clip(value: object, limit: int = CLIP_CHARS) -> str:
+    """A client-supplied value made safe for one log line: at most ``limit`` characters shown,
+    control characters escaped (no forged lines), and how much was cut said at the end.
+
+    Every log call that formats something a client sent goes through this: a multi-megabyte
+    model name must cost a log line, not megabytes of log storage.
+    """
+    text = value if isinstance(value, str) else repr(value)
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text[:limit])
+    return shown if len(text) <= limit else f"{shown}...(+{len(text) - limit} chars)"
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, for log shippers."""

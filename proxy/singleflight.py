@@ -213,9 +213,22 @@ async def listening(flights: SingleFlight, grace: float) -> AsyncIterator[None]:
         if not await flights.drain(grace):
             await flights.abandon(1.0)
         if task is not None:
-            task.cancel()
-            done, _ = await asyncio.wait({task}, timeout=max(1.0, grace))
+            done = await _cancel(task, max(1.0, grace))
             if not done:
                 log.warning("shutdown: the flight listener did not stop within %.1f s", max(1.0, grace))
             elif not task.cancelled() and (error := task.exception()) is not None:
                 log.warning("the flight listener had failed: %r", error)
+
+
+async def _cancel(task: asyncio.Task[None], seconds: float) -> bool:
+    """Cancel ``task`` and wait up to ``seconds`` for it to end; whether it did.
+
+    Cancelled again every 0.1 s: redis-py (8.1) can swallow a cancellation that lands while the
+    listener is still subscribing (an app stopped right after it started), and the listener
+    would then wait for messages until the grace period is over.
+    """
+    deadline = time.monotonic() + seconds
+    while not task.done() and time.monotonic() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=min(0.1, max(deadline - time.monotonic(), 0.0)))
+    return task.done()
