@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -235,21 +236,32 @@ class ResponseCache:
         entry = CachedEntry(key, meta, memoryview(split.template), blobs)
         return self._remember(key, encoded, entry, self.clock())
 
-    async def purge(self, prefix: str) -> int:
-        """Delete entries under a key prefix (namespace purge); blobs expire on their own."""
-        if self.hot is not None:
-            self.hot.drop_prefix(prefix)  # also hot entries whose stored record already expired
-        return await self._purge(await self.store.keys_with_prefix(prefix))
+    async def purge_namespace(self, namespace: str) -> int:
+        """Delete the entries of ``namespace`` and of its ``X-Cache-Namespace`` sub-namespaces.
+
+        Matched literally: an entry belongs to ``N`` iff its key is exactly ``{p}:r1:N:<digest>``
+        or ``{p}:r1:N.<sub>:<digest>`` (namespaces never contain ``:`` or ``.``, see
+        ``cache_key.safe_namespace``), so ``*`` is just a name and ``team`` is not ``team:x``.
+        Blobs expire on their own.
+        """
+        base = self.entry_key(namespace, "")[:-1]
+        pattern = re.compile(re.escape(base) + r"(?:\.[A-Za-z0-9_-]+)?:[0-9a-f]{64}")
+        return await self._purge_under(base, pattern.fullmatch)
+
+    async def purge_all(self) -> int:
+        """Delete every cached answer (every namespace); blobs expire on their own."""
+        return await self._purge_under(f"{self.prefix}:r1:", lambda _key: True)
 
     async def purge_digest(self, digest: str) -> int:
         """Delete the entry with this ``X-Cache-Key`` in whatever namespace it lives (a scan)."""
-        entries = await self.store.keys_with_prefix(f"{self.prefix}:r1:")
-        return await self._purge([key for key in entries if key.endswith(":" + digest)])
+        return await self._purge_under(f"{self.prefix}:r1:", lambda key: key.endswith(":" + digest))
 
-    async def _purge(self, keys: list[str]) -> int:
+    async def _purge_under(self, prefix: str, belongs: Callable[[str], object]) -> int:
+        """Delete the entries under ``prefix`` (a literal prefix, also in SCAN) that ``belongs`` accepts."""
         if self.hot is not None:
-            for key in keys:
-                self.hot.drop(key)  # other replicas notice on their next revalidation
+            # Every replica's hot copy: ours now, the others' on their next revalidation.
+            self.hot.drop_matching(lambda key: key.startswith(prefix) and belongs(key))
+        keys = [key for key in await self.store.keys_with_prefix(prefix) if belongs(key)]
         return await self.store.delete(keys) if keys else 0
 
 
