@@ -139,9 +139,8 @@ def _run_worker(settings: Settings, multiprocess_dir: str | None, reuse_port: bo
     """One serving process (also the only one when ``--workers 1``)."""
     # Imported here, not at the top: a spawned worker must import prometheus_client only after
     # PROMETHEUS_MULTIPROC_DIR is in its environment.
-    from aiohttp import web  # noqa: PLC0415
-
     from proxy.app import create_app  # noqa: PLC0415
+    from proxy.server import serve as serve_app  # noqa: PLC0415
     from proxy.state_store import StateStoreUnsafe  # noqa: PLC0415
 
     configure_logging(settings.log_level, settings.log_format)
@@ -153,14 +152,16 @@ def _run_worker(settings: Settings, multiprocess_dir: str | None, reuse_port: bo
         pass
     app = create_app(settings, multiprocess_dir=multiprocess_dir)
     try:
-        web.run_app(
-            app,
-            host=settings.host,
-            port=settings.port,
-            reuse_port=reuse_port or None,
-            shutdown_timeout=settings.shutdown_grace,
-            access_log=None,
-            print=lambda msg: print(msg, flush=True),
+        asyncio.run(
+            serve_app(
+                app,
+                host=settings.host,
+                port=settings.port,
+                header_timeout=settings.header_timeout,
+                grace=settings.shutdown_grace,
+                reuse_port=reuse_port,
+                announce=lambda msg: print(msg, flush=True),
+            )
         )
     except StateStoreUnsafe as exc:
         print(f"llm-cache-proxy: {exc}", file=sys.stderr, flush=True)

@@ -7,7 +7,7 @@ shape. The plaintext of a key is in the response to its creation and nowhere els
 
 from __future__ import annotations
 
-import hmac
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from proxy.auth import managed_namespace
 from proxy.budget import BudgetStatus, UsageSummary
 from proxy.errors import ProxyError, bad_request
-from proxy.handlers import bearer_of
+from proxy.handlers import bearer_matches
 from proxy.keys import AUTH, BUDGETS, CACHE, FLIGHTS, KEYSTORE, SETTINGS
 from proxy.keystore import InvalidKeySettings, ManagedKey, usd_to_micro
 from proxy.periods import parse_period
@@ -39,8 +39,7 @@ async def admin_auth_middleware(request: web.Request, handler: Handler) -> web.S
     token = request.app[SETTINGS].admin_token
     if token is None:
         raise ProxyError(404, "The admin API is off: PROXY_ADMIN_TOKEN is not set.", code="admin_disabled")
-    presented = bearer_of(request) or ""
-    if not hmac.compare_digest(presented.encode(), token.value.encode()):
+    if not bearer_matches(request, token):
         raise ProxyError(401, "A valid admin token is required.", code="invalid_admin_token")
     try:
         return await handler(request)
@@ -237,27 +236,38 @@ async def key_usage(request: web.Request) -> web.Response:
     return _json(usage_json(await request.app[BUDGETS].ledger.usage(key.id, since)))
 
 
+_PURGE_BY = ("namespace", "key_id", "key_hash", "all")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
 async def purge_cache(request: web.Request) -> web.Response:
-    """``POST /admin/cache/purge`` with one of ``namespace``, ``key_id`` (its namespace), ``key_hash``."""
+    """``POST /admin/cache/purge`` with one of ``namespace`` (matched literally, sub-namespaces
+    included), ``key_id`` (its namespace), ``key_hash`` (one ``X-Cache-Key``) or ``"all": true``."""
     body = await _body(request)
+    given = [name for name in _PURGE_BY if name in body]
+    if len(given) != 1:
+        raise bad_request("Give exactly one of 'namespace', 'key_id', 'key_hash' or 'all': true.")
+    by, value = given[0], body[given[0]]
+    if by == "all" and value is not True:
+        raise bad_request('To purge every namespace send {"all": true}.', param="all")
+    if by != "all" and (not isinstance(value, str) or not value):
+        raise bad_request(f"'{by}' must be a non-empty string.", param=by)
+    if by == "key_hash" and not _DIGEST.fullmatch(value.lower()):
+        raise bad_request("'key_hash' must be the 64 hex digits of an X-Cache-Key.", param="key_hash")
     cache = request.app[CACHE]
-    if len([n for n in ("namespace", "key_id", "key_hash") if body.get(n)]) != 1:
-        raise bad_request("Give exactly one of 'namespace', 'key_id' or 'key_hash'.")
     # Answers already sent may still be on their way into the store: purge after them, not before
     # (each of their steps is bounded by a few store timeouts; so is this wait).
     await request.app[FLIGHTS].drain(max(request.app[SETTINGS].store_timeout * 16, 5.0))
-    if body.get("key_hash"):
-        digest = str(body["key_hash"]).lower()
+    if by == "all":
+        return _json({"deleted": await cache.purge_all(), "all": True})
+    if by == "key_hash":
+        digest = value.lower()
         return _json({"deleted": await cache.purge_digest(digest), "key_hash": digest})
-    if body.get("key_id"):
-        key = await _key_or_404(request, str(body["key_id"]))
+    namespace = value
+    if by == "key_id":
+        key = await _key_or_404(request, value)
         namespace = managed_namespace(key, request.app[SETTINGS].cache_scope, None)
-    else:
-        namespace = str(body["namespace"])
-    # Both the namespace itself and its X-Cache-Namespace sub-namespaces ("ns.sub").
-    deleted = await cache.purge(f"{cache.prefix}:r1:{namespace}:")
-    deleted += await cache.purge(f"{cache.prefix}:r1:{namespace}.")
-    return _json({"deleted": deleted, "namespace": namespace})
+    return _json({"deleted": await cache.purge_namespace(namespace), "namespace": namespace})
 
 
 def add_admin_routes(app: web.Application) -> None:

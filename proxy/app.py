@@ -14,13 +14,16 @@ from proxy.admin import add_admin_routes, admin_auth_middleware
 from proxy.cache import ResponseCache
 from proxy.chat import chat_completions
 from proxy.config import Settings
-from proxy.errors import error_middleware
-from proxy.handlers import CHAT_ROUTE, healthz, readyz
+from proxy.errors import ProxyError, error_middleware
+from proxy.guard import request_guard_middleware
+from proxy.handlers import CHAT_ROUTE, bearer_matches, healthz, readyz
+from proxy.health import Health, watching_store
 from proxy.hot_tier import HotTier
 from proxy.keys import (
     ACCOUNTANT,
     CACHE,
     FLIGHTS,
+    HEALTH,
     METRICS,
     REDIS,
     REGISTRY,
@@ -73,7 +76,19 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    """Prometheus exposition; aggregated over workers in multiprocess mode."""
+    """Prometheus exposition; aggregated over workers in multiprocess mode.
+
+    It shows key aliases, spend and remaining budgets: with ``PROXY_METRICS_TOKEN`` set it needs
+    that bearer token (compared in constant time).
+    """
+    token = request.app[SETTINGS].metrics_token
+    if token is not None and not bearer_matches(request, token):
+        raise ProxyError(
+            401,
+            "A valid metrics token is required (Authorization: Bearer $PROXY_METRICS_TOKEN).",
+            code="invalid_metrics_token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     body, content_type = render_latest(request.app[REGISTRY], request.app.get(MULTIPROC_DIR))
     return web.Response(body=body, headers={"Content-Type": content_type})
 
@@ -96,16 +111,20 @@ def create_app(
     """Build the proxy. Nothing is opened until the app starts (so it starts while Redis is down)."""
     registry = registry if registry is not None else CollectorRegistry()
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, admin_auth_middleware],
+        middlewares=[metrics_middleware, error_middleware, request_guard_middleware, admin_auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
     app[REGISTRY] = registry
     if multiprocess_dir:
         app[MULTIPROC_DIR] = multiprocess_dir
-    metrics = ProxyMetrics(registry)
+    # A model has a metric label of its own if the current price table names it (the table is
+    # replaced when the upstream's price list is refreshed, hence the late lookup).
+    metrics = ProxyMetrics(registry, priced=lambda name: accountant.prices.names(name))  # noqa: PLW0108 - late: the table is replaced
+    accountant = Accountant(PriceTable.from_config(parse_pricing(settings.pricing)), metrics)
     app[METRICS] = metrics
-    app[ACCOUNTANT] = Accountant(PriceTable.from_config(parse_pricing(settings.pricing)), metrics)
+    app[ACCOUNTANT] = accountant
+    app[HEALTH] = Health(metrics.set_degraded)
     app.cleanup_ctx.append(refuse_evicting_state_ctx)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_session_ctx)
@@ -130,7 +149,8 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         app[REDIS] = store.client
     hot = HotTier(settings.hot_cache_bytes) if settings.hot_cache_bytes > 0 else None
     app[CACHE] = ResponseCache(store, settings.redis_prefix, hot=hot)
-    yield
+    async with watching_store(app[HEALTH], store):
+        yield
     await store.close()
 
 

@@ -13,9 +13,8 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
-from multidict import CIMultiDict
 from redis.exceptions import RedisError
 
 from proxy.cache_key import safe_namespace
@@ -27,9 +26,6 @@ log = logging.getLogger(__name__)
 
 # How long "no managed key exists" is believed before asking the store again (auto mode).
 _NEGATIVE_MEMO_S = 1.0
-# Routes other than chat completions a managed key may use: they cost nothing upstream. Anything
-# else would spend the proxy's upstream key outside every budget.
-FREE_ROUTES = frozenset({"models"})
 
 
 def invalid_key() -> ProxyError:
@@ -166,13 +162,3 @@ class KeyAuthenticator:
         """What managed requests present upstream: the proxy's own key."""
         secret = self.settings.upstream_api_key
         return None if secret is None else f"Bearer {secret.value}"
-
-    def upstream_headers(self, incoming: Mapping[str, str]) -> CIMultiDict[str]:
-        """``incoming`` with the caller's Authorization replaced by the proxy's upstream key."""
-        out: CIMultiDict[str] = CIMultiDict(
-            (k, v) for k, v in incoming.items() if k.lower() != "authorization"
-        )
-        authorization = self.upstream_authorization()
-        if authorization is not None:
-            out["Authorization"] = authorization
-        return out

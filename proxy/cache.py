@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -16,14 +17,13 @@ from proxy.envelope import (
     SplitResponse,
     decode_entry,
     encode_entry,
+    image_owner,
     image_urls,
     rebuild_parts,
 )
 from proxy.hot_tier import HotItem, HotTier
 from proxy.store import ByteStore, StoreError
 from proxy.streaming import replay_chunks, sse
-
-_PLACEHOLDER = b"\x1eLCP-BLOB\x1e"
 
 # Blobs are stored in chunks that fill one jemalloc size class exactly (256 KiB, less room for
 # Redis' string header). Stored whole, a 1.26 MB PNG would occupy a 1.5 MiB allocation (+19%);
@@ -61,40 +61,67 @@ class CachedEntry:
         return doc
 
     def sse_parts(self, include_usage: bool) -> Iterator[bytes]:
-        """The entry replayed as OpenAI SSE, images spliced in without re-parsing them.
+        """The entry replayed as OpenAI SSE, images spliced in by position without re-parsing them.
 
         Parts are written as they come, so an event may span several: each ~2 MB base64 image is
         yielded on its own, as encoded, instead of being copied into a joined event and again
         into its ``data: ...\n\n`` framing (three 2 MB copies per streamed image hit).
+
+        The references are checked against the template before anything is returned (a
+        ``ValueError`` means the entry is corrupt and nothing was sent yet).
         """
         doc = self.document()
-        pending = list(self.blobs)
-        for url_owner in _cut_images(doc):
-            url_owner["url"] = url_owner["url"] + _PLACEHOLDER.decode()
-        marker = orjson.dumps(_PLACEHOLDER.decode())[1:-1]
-        for chunk in replay_chunks(doc, include_usage):
-            pieces = orjson.dumps(chunk).split(marker)
-            if len(pieces) == 1:
-                yield sse(pieces[0])
-                continue
-            small = b"data: " + pieces[0]
-            for piece in pieces[1:]:
-                yield small
-                yield pybase64.b64encode(pending.pop(0))
-                small = piece
-            yield small + b"\n\n"
-        yield sse(b"[DONE]")
+        holes: dict[int, bytes] = {}
+        for ref, blob in zip(self.meta.blobs, self.blobs, strict=True):
+            owner = image_owner(doc, ref)
+            if owner is None:
+                raise ValueError(f"entry {self.key}: no image at choice {ref.choice}, image {ref.image}")
+            holes[id(owner)] = blob
+        return _replay(doc, holes, include_usage)
 
 
-def _cut_images(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """``image_url`` objects whose payload was cut out, in splice order."""
-    owners: list[dict[str, Any]] = []
-    for choice in doc.get("choices") or ():
-        for image in (choice.get("message") or {}).get("images") or ():
+def _replay(doc: dict[str, Any], holes: dict[int, bytes], include_usage: bool) -> Iterator[bytes]:
+    """SSE events of ``doc``; an image chunk whose ``image_url`` object is a hole gets its payload.
+
+    ``replay_chunks`` puts the document's own ``image_url`` objects into its image chunks, so an
+    image is recognised by identity: no content is ever searched for a marker.
+    """
+    for chunk in replay_chunks(doc, include_usage):
+        owner = _chunk_image_url(chunk)
+        blob = holes.get(id(owner)) if owner is not None else None
+        if owner is None or blob is None:
+            yield sse(orjson.dumps(chunk))
+            continue
+        head, tail = _split_after_url(chunk, owner)
+        yield b"data: " + head
+        yield pybase64.b64encode(blob)
+        yield tail + b"\n\n"
+    yield sse(b"[DONE]")
+
+
+def _chunk_image_url(chunk: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``image_url`` object of an image chunk (``replay_chunks`` sends one image per chunk)."""
+    for choice in chunk.get("choices") or ():
+        for image in (choice.get("delta") or {}).get("images") or ():
             owner = image.get("image_url") if isinstance(image, dict) else None
-            if isinstance(owner, dict) and str(owner.get("url", "")).endswith(";base64,"):
-                owners.append(owner)
-    return owners
+            return owner if isinstance(owner, dict) else None
+    return None
+
+
+def _split_after_url(chunk: dict[str, Any], owner: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The serialised chunk, cut where ``owner``'s URL text ends: where the payload belongs.
+
+    Found from the structure, never by searching: the chunk is serialised a second time with one
+    more character at the end of that URL, and the first byte where the two differ is the end of
+    the URL's text (base64 needs no JSON escaping, so the payload goes there as it is).
+    """
+    url = owner["url"]
+    plain = orjson.dumps(chunk)
+    owner["url"] = url + "A"
+    longer = orjson.dumps(chunk)
+    owner["url"] = url
+    end = next(i for i, (a, b) in enumerate(zip(plain, longer, strict=False)) if a != b)
+    return plain[:end], plain[end:]
 
 
 class ResponseCache:
@@ -209,21 +236,32 @@ class ResponseCache:
         entry = CachedEntry(key, meta, memoryview(split.template), blobs)
         return self._remember(key, encoded, entry, self.clock())
 
-    async def purge(self, prefix: str) -> int:
-        """Delete entries under a key prefix (namespace purge); blobs expire on their own."""
-        if self.hot is not None:
-            self.hot.drop_prefix(prefix)  # also hot entries whose stored record already expired
-        return await self._purge(await self.store.keys_with_prefix(prefix))
+    async def purge_namespace(self, namespace: str) -> int:
+        """Delete the entries of ``namespace`` and of its ``X-Cache-Namespace`` sub-namespaces.
+
+        Matched literally: an entry belongs to ``N`` iff its key is exactly ``{p}:r1:N:<digest>``
+        or ``{p}:r1:N.<sub>:<digest>`` (namespaces never contain ``:`` or ``.``, see
+        ``cache_key.safe_namespace``), so ``*`` is just a name and ``team`` is not ``team:x``.
+        Blobs expire on their own.
+        """
+        base = self.entry_key(namespace, "")[:-1]
+        pattern = re.compile(re.escape(base) + r"(?:\.[A-Za-z0-9_-]+)?:[0-9a-f]{64}")
+        return await self._purge_under(base, pattern.fullmatch)
+
+    async def purge_all(self) -> int:
+        """Delete every cached answer (every namespace); blobs expire on their own."""
+        return await self._purge_under(f"{self.prefix}:r1:", lambda _key: True)
 
     async def purge_digest(self, digest: str) -> int:
         """Delete the entry with this ``X-Cache-Key`` in whatever namespace it lives (a scan)."""
-        entries = await self.store.keys_with_prefix(f"{self.prefix}:r1:")
-        return await self._purge([key for key in entries if key.endswith(":" + digest)])
+        return await self._purge_under(f"{self.prefix}:r1:", lambda key: key.endswith(":" + digest))
 
-    async def _purge(self, keys: list[str]) -> int:
+    async def _purge_under(self, prefix: str, belongs: Callable[[str], object]) -> int:
+        """Delete the entries under ``prefix`` (a literal prefix, also in SCAN) that ``belongs`` accepts."""
         if self.hot is not None:
-            for key in keys:
-                self.hot.drop(key)  # other replicas notice on their next revalidation
+            # Every replica's hot copy: ours now, the others' on their next revalidation.
+            self.hot.drop_matching(lambda key: key.startswith(prefix) and belongs(key))
+        keys = [key for key in await self.store.keys_with_prefix(prefix) if belongs(key)]
         return await self.store.delete(keys) if keys else 0
 
 

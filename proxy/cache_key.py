@@ -16,29 +16,56 @@ KEY_VERSION = "v1"
 # unknown parameter can never make two different requests collide.
 IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store", "service_tier"})
 
-_NAMESPACE_SAFE = re.compile(r"[^A-Za-z0-9._:-]")
+# Namespace characters: no ":" (it ends the namespace in an entry key) and no "." (it separates an
+# X-Cache-Namespace sub-namespace), so "team", "team:x" and "team.x" can never be confused.
+_NAMESPACE_SAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+# Deepest nesting of arrays/objects a request may have. Real requests (tool schemas included) stay
+# far below; a deeper one is refused with 400 rather than walked (the walks here would recurse).
+MAX_DEPTH = 128
 
 
-def _normalise(value: Any) -> Any:
+class NestingTooDeep(ValueError):
+    """A JSON value nests deeper than ``MAX_DEPTH``."""
+
+
+def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
+    """Raise ``NestingTooDeep`` when ``value`` nests containers deeper than ``limit`` (iterative)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            raise NestingTooDeep(f"nested deeper than {limit} levels")
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+def _normalise(value: Any, depth: int = 0) -> Any:
     """Integral floats become ints (``1.0`` and ``1`` are the same temperature to the upstream)."""
+    if depth > MAX_DEPTH:
+        raise NestingTooDeep(f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, float):
         if value.is_integer() and abs(value) < 2**53:
             return int(value)
         return value
     if isinstance(value, dict):
-        return {k: _normalise(v) for k, v in value.items()}
+        return {k: _normalise(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [_normalise(v) for v in value]
+        return [_normalise(v, depth + 1) for v in value]
     return value
 
 
 def _has_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, dict):
-        return any(_has_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_float(v) for v in value)
+    """Whether a float is anywhere in ``value`` (iterative: any depth is safe)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
 
 
@@ -71,7 +98,11 @@ def cache_hash(body: Mapping[str, Any], namespace: str) -> str:
 
 
 def safe_namespace(raw: str) -> str:
-    """A namespace usable inside a Redis key: readable when short and plain, hashed otherwise."""
+    """A namespace usable inside a Redis key: readable when short and plain, hashed otherwise.
+
+    Plain means letters, digits, ``_`` and ``-`` only, so the result never contains the ``:``
+    or ``.`` that structure an entry key (``{p}:r1:{namespace}[.{sub}]:{digest}``).
+    """
     cleaned = _NAMESPACE_SAFE.sub("_", raw)
     if cleaned == raw and 0 < len(raw) <= 64:
         return raw

@@ -272,9 +272,8 @@ async def _forward(
             leadership.answered = True
             app[FLIGHTS].background(_store_and_share(request, chat, outcome, leadership))
             handed_off = True
-    elif leadership is not None and outcome.status in SHAREABLE_ERRORS and outcome.error_body:
-        error = FlightResult("error", status=outcome.status, body=outcome.error_body)
-        await app[FLIGHTS].finish(leadership, error)
+    elif leadership is not None and (shared := outcome.shared_error(SHAREABLE_ERRORS)) is not None:
+        await app[FLIGHTS].finish(leadership, FlightResult("error", status=shared[0], body=shared[1]))
     if outcome.stream_complete:
         await writer.write(sse(b"[DONE]"))
     await writer.finish()
@@ -291,6 +290,8 @@ def _cut_short(document: dict[str, Any]) -> bool:
 def _account(request: web.Request, chat: ChatRequest, outcome: MissOutcome) -> int | None:
     """Record the upstream call in metrics; its cost in micro-USD, None without usage."""
     metrics = request.app[METRICS]
+    if 200 <= outcome.status < 300:
+        metrics.accept_model(chat.model)  # the upstream knows it: it may have its own label
     model_label = metrics.model_label(chat.model)
     metrics.upstream_duration.labels(model_label).observe(outcome.upstream_seconds)
     metrics.upstream_ttfb.labels(model_label).observe(outcome.ttfb_seconds)

@@ -10,6 +10,9 @@ from typing import Any, Literal
 
 CacheScope = Literal["key", "shared"]
 
+# Bearer tokens the operator chooses (admin, metrics): shorter ones are guessable, so refused at start.
+MIN_TOKEN_CHARS = 32
+
 
 @dataclass(frozen=True, slots=True)
 class Secret:
@@ -69,6 +72,8 @@ class Settings:
     prices_refresh: float = 3600.0
     # Dangerous: enforce budgets even on a state Redis that may evict them (README "State Redis").
     allow_evicting_state_store: bool = False
+    header_timeout: float = 10.0
+    metrics_token: Secret | None = None
     # Tables from the TOML file (PROXY_CONFIG); kept raw here, parsed by their owners.
     pricing: Mapping[str, Any] = field(default_factory=dict)
     keys: tuple[Mapping[str, Any], ...] = ()
@@ -117,10 +122,18 @@ class Settings:
         for name in ("cache_ttl", "max_body_bytes", "cache_max_entry_bytes", "workers"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"PROXY_{name.upper()} must be positive")
-        if self.store_timeout <= 0 or self.upstream_timeout <= 0:
+        if self.store_timeout <= 0 or self.upstream_timeout <= 0 or self.header_timeout <= 0:
             raise ValueError("timeouts must be positive")
         if self.prices_refresh <= 0:
             raise ValueError("PROXY_PRICES_REFRESH must be positive")
+        for name in ("admin_token", "metrics_token"):
+            token = getattr(self, name)
+            if token is not None and len(token.value) < MIN_TOKEN_CHARS:
+                raise ValueError(
+                    f"PROXY_{name.upper()} must be at least {MIN_TOKEN_CHARS} characters "
+                    f"(it has {len(token.value)}): a short bearer token can be guessed; "
+                    "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
         for name, url in (
             ("PROXY_REDIS_URL", self.redis_url),
             ("PROXY_STATE_REDIS_URL", self.state_redis_url),
@@ -160,7 +173,14 @@ _INT = {
     "key_verify_ttl",
     "workers",
 }
-_FLOAT = {"upstream_timeout", "store_timeout", "shutdown_grace", "lock_ttl", "prices_refresh"}
+_FLOAT = {
+    "upstream_timeout",
+    "store_timeout",
+    "shutdown_grace",
+    "lock_ttl",
+    "prices_refresh",
+    "header_timeout",
+}
 _BOOL = {
     "finish_on_disconnect",
     "budget_fail_closed",
@@ -169,7 +189,7 @@ _BOOL = {
     "upstream_prices",
     "allow_evicting_state_store",
 }
-_SECRET = {"upstream_api_key", "admin_token"}
+_SECRET = {"upstream_api_key", "admin_token", "metrics_token"}
 
 
 def _coerce(name: str, raw: str) -> Any:

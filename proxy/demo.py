@@ -19,6 +19,7 @@ from aiohttp import web
 from proxy.app import create_app
 from proxy.config import Settings
 from proxy.logs import configure_logging
+from proxy.server import ProxyRunner
 from proxy.simulator import SimulatorState, start_simulator
 
 DEMO_KEY = "sk-demo"
@@ -89,7 +90,9 @@ async def run_demo(
     """Serve simulator + proxy until ``stop`` is set; the simulator's URL replaces the upstream."""
     sim_runner, sim_url = await start_simulator(profile.state())
     proxy_settings = dataclasses.replace(settings, upstream_url=sim_url)
-    runner = web.AppRunner(create_app(proxy_settings), shutdown_timeout=2.0, access_log=None)
+    runner = ProxyRunner(
+        create_app(proxy_settings), header_timeout=proxy_settings.header_timeout, shutdown_timeout=2.0
+    )
     try:
         await runner.setup()
         await web.TCPSite(runner, proxy_settings.host, proxy_settings.port).start()
@@ -98,7 +101,7 @@ async def run_demo(
         print(instructions(f"http://{host}:{port}", sim_url, store), file=out, flush=True)
         await stop.wait()
     finally:
-        await runner.cleanup()
+        await runner.stop(2.0)
         await sim_runner.cleanup()
 
 

@@ -4,6 +4,11 @@ A cached image response is ~2 MB of JSON, 99% of it base64. We keep the original
 minus the base64 payloads (the *template*), and each PNG once, as raw bytes, in a
 content-addressed blob. A hit re-encodes with SIMD base64 straight into the output parts: no JSON
 parsing or re-serialising of megabytes, and the client gets exactly the bytes it got the first time.
+
+The structure is out of band (``LCP2``): each blob reference says where its payload goes both as a
+byte offset in the template (JSON hits) and as a position in the document (choice, image: stream
+replays). Nothing is ever found by searching for a marker or a suffix that content could contain.
+``LCP1`` entries (in-band markers) are not read: they are misses, and overwritten.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 import orjson
 import pybase64
 
-MAGIC = b"LCP1"
+MAGIC = b"LCP2"
 _HEADER = struct.Struct(">4sI")
 # Payloads smaller than this stay inline: a blob round trip costs more than it saves.
 MIN_BLOB_BYTES = 1024
@@ -25,11 +30,17 @@ MIN_BLOB_BYTES = 1024
 
 @dataclass(frozen=True, slots=True)
 class BlobRef:
-    """One image cut out of the template: splice point, content address and decoded size."""
+    """One image cut out of the template: where it goes, its content address and decoded size.
+
+    ``offset`` is the splice point in the template bytes; ``choice`` and ``image`` are the
+    positions in ``choices`` and in that choice's ``message.images`` whose URL it completes.
+    """
 
     offset: int
     sha256: str
     size: int
+    choice: int
+    image: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +64,7 @@ class EntryMeta:
                 "p": self.prompt_tokens,
                 "o": self.completion_tokens,
                 "i": self.images,
-                "b": [[b.offset, b.sha256, b.size] for b in self.blobs],
+                "b": [[b.offset, b.sha256, b.size, b.choice, b.image] for b in self.blobs],
                 "e": self.expires if self.expires != float("inf") else None,
             }
         )
@@ -68,7 +79,7 @@ class EntryMeta:
             prompt_tokens=int(data["p"]),
             completion_tokens=int(data["o"]),
             images=int(data["i"]),
-            blobs=tuple(BlobRef(int(o), str(s), int(n)) for o, s, n in data["b"]),
+            blobs=tuple(BlobRef(int(o), str(s), int(n), int(c), int(i)) for o, s, n, c, i in data["b"]),
             expires=float(data["e"]) if data.get("e") is not None else float("inf"),
         )
 
@@ -82,18 +93,32 @@ class SplitResponse:
     blobs: dict[str, bytes]
 
 
+def image_slots(doc: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
+    """``(choice, image, image_url object)`` for every ``choices[].message.images[].image_url``
+    whose ``url`` is a string, in document order (which is also their order in the bytes)."""
+    slots: list[tuple[int, int, dict[str, Any]]] = []
+    choices = doc.get("choices")
+    for choice_pos, choice in enumerate(choices if isinstance(choices, list) else ()):
+        message = choice.get("message") if isinstance(choice, dict) else None
+        images = message.get("images") if isinstance(message, dict) else None
+        for image_pos, image in enumerate(images if isinstance(images, list) else ()):
+            owner = image.get("image_url") if isinstance(image, dict) else None
+            if isinstance(owner, dict) and isinstance(owner.get("url"), str):
+                slots.append((choice_pos, image_pos, owner))
+    return slots
+
+
+def image_owner(doc: dict[str, Any], ref: BlobRef) -> dict[str, Any] | None:
+    """The ``image_url`` object at ``ref``'s position, if the document has one there."""
+    for choice, image, owner in image_slots(doc):
+        if (choice, image) == (ref.choice, ref.image):
+            return owner
+    return None
+
+
 def image_urls(doc: dict[str, Any]) -> list[str]:
     """Every ``choices[].message.images[].image_url.url`` in document order."""
-    urls: list[str] = []
-    for choice in doc.get("choices") or ():
-        message = choice.get("message") if isinstance(choice, dict) else None
-        if not isinstance(message, dict):
-            continue
-        for image in message.get("images") or ():
-            url = image.get("image_url", {}).get("url") if isinstance(image, dict) else None
-            if isinstance(url, str):
-                urls.append(url)
-    return urls
+    return [owner["url"] for _, _, owner in image_slots(doc)]
 
 
 def _payload(url: str) -> tuple[bytes, bytes] | None:
@@ -109,22 +134,19 @@ def _payload(url: str) -> tuple[bytes, bytes] | None:
 
 
 def split_response(raw: bytes, doc: dict[str, Any]) -> SplitResponse:
-    """Cut image payloads out of ``raw`` (the exact bytes sent to the client).
+    """Cut image payloads out of ``raw`` (the exact bytes sent to the client; ``doc`` is them parsed).
 
     Payloads are decoded only when re-encoding reproduces them byte for byte, and the split is
-    verified by rebuilding; anything unusual keeps the response whole, which is always correct.
+    verified both ways (the bytes rebuild to ``raw``, the template parses to ``doc`` with each cut
+    exactly at its position); anything unusual keeps the response whole, which is always correct.
     """
     parts: list[bytes] = []
     refs: list[BlobRef] = []
     blobs: dict[str, bytes] = {}
     cursor = 0
     template_len = 0
-    urls = image_urls(doc)
-    if any(url.endswith(";base64,") for url in urls):
-        # An empty payload would look like a cut-out one on replay: keep such a response whole.
-        return SplitResponse(raw, (), {})
-    for url in urls:
-        found = _payload(url)
+    for choice, image, owner in image_slots(doc):
+        found = _payload(owner["url"])
         if found is None:
             continue
         head, payload = found
@@ -141,7 +163,7 @@ def split_response(raw: bytes, doc: dict[str, Any]) -> SplitResponse:
         parts.append(raw[cursor:cut])
         template_len += cut - cursor
         sha = hashlib.sha256(decoded).hexdigest()
-        refs.append(BlobRef(template_len, sha, len(decoded)))
+        refs.append(BlobRef(template_len, sha, len(decoded), choice, image))
         blobs[sha] = decoded
         cursor = cut + len(payload)
     if not refs:
@@ -149,9 +171,32 @@ def split_response(raw: bytes, doc: dict[str, Any]) -> SplitResponse:
     parts.append(raw[cursor:])
     split = SplitResponse(b"".join(parts), tuple(refs), blobs)
     rebuilt = b"".join(rebuild_parts(split.template, split.refs, [blobs[r.sha256] for r in refs]))
-    if rebuilt != raw:
+    if rebuilt != raw or not _cut_in_place(split, doc):
         return SplitResponse(raw, (), {})
     return split
+
+
+def _cut_in_place(split: SplitResponse, doc: dict[str, Any]) -> bool:
+    """Every cut is the payload of the image its reference names, and nothing else was cut.
+
+    The first occurrence of a payload in the bytes could be inside some text rather than in the
+    image (an answer quoting a data URL): the template must then not be stored split.
+    """
+    try:
+        cut_doc = orjson.loads(split.template)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(cut_doc, dict):
+        return False
+    for ref in split.refs:
+        cut, original = image_owner(cut_doc, ref), image_owner(doc, ref)
+        if cut is None or original is None:
+            return False
+        full: str = original["url"]
+        if not full.startswith(cut["url"]) or len(full) - len(cut["url"]) != -(-ref.size // 3) * 4:
+            return False
+        cut["url"] = full
+    return bool(cut_doc == doc)
 
 
 def rebuild_parts(
@@ -189,7 +234,7 @@ def decode_entry(data: bytes) -> tuple[EntryMeta, memoryview]:
     template = view[_HEADER.size + header_len :]
     cursor = 0
     for ref in meta.blobs:
-        if not cursor <= ref.offset <= len(template) or ref.size < 0:
+        if not cursor <= ref.offset <= len(template) or min(ref.size, ref.choice, ref.image) < 0:
             raise ValueError("blob offsets out of order or beyond template")
         cursor = ref.offset
     return meta, template

@@ -9,6 +9,8 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from proxy.logs import clip
+
 log = logging.getLogger(__name__)
 
 
@@ -71,6 +73,44 @@ def too_large(limit: int) -> ProxyError:
     )
 
 
+def invalid_path() -> ProxyError:
+    """400: the request path is one the proxy refuses to interpret (see ``paths.parse_target``)."""
+    return ProxyError(
+        400,
+        "The request path is not allowed: no percent-encoded '.', '/', '\\', '%' or NUL, no "
+        "backslash, no '.' or '..' or empty segment, no ';' parameter, only printable ASCII.",
+        code="invalid_path",
+    )
+
+
+def invalid_header() -> ProxyError:
+    """400: a header the proxy would have to use or forward is malformed. Never names its value."""
+    return ProxyError(
+        400,
+        "A request header is malformed: credentials must be printable ASCII and every value valid UTF-8.",
+        code="invalid_header",
+    )
+
+
+def unsupported_encoding() -> ProxyError:
+    """415: compressed request bodies are refused unread (a 60 KB gzip body can inflate to 60 MB)."""
+    return ProxyError(
+        415,
+        "Request bodies must not be compressed: send them without Content-Encoding (or 'identity').",
+        code="unsupported_content_encoding",
+    )
+
+
+def upstream_invalid_response() -> ProxyError:
+    """502: the upstream's answer is unusable (a 200 cut short or not JSON, or not valid HTTP)."""
+    return ProxyError(
+        502,
+        "The upstream's answer was unusable: truncated, not JSON, or not valid HTTP.",
+        type="server_error",
+        code="upstream_invalid_response",
+    )
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Render ProxyError and aiohttp's own HTTP errors as OpenAI JSON, so SDKs raise the right class."""
@@ -89,7 +129,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except Exception:
         # A bug must still answer in OpenAI's shape (SDKs then raise InternalServerError cleanly).
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s", request.method, clip(request.path))
         return web.Response(
             status=500,
             body=error_body("The proxy failed to handle the request.", "server_error", "proxy_error"),

@@ -215,6 +215,11 @@ class RedisFlights:
                             if not future.done():
                                 future.set_result(kind)
             except REDIS_FAILURES as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # redis-py can surface our cancellation as a ConnectionError (seen with 8.1 when
+                    # the app stops right after starting): reconnecting would never let shutdown end.
+                    raise asyncio.CancelledError from exc
                 log.debug("flight listener reconnecting: %r", exc)
                 await asyncio.sleep(1.0)
             finally:

@@ -18,7 +18,8 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.errors import error_body
+from proxy.errors import error_body, upstream_invalid_response
+from proxy.logs import clip
 from proxy.streaming import SSEParser, StreamAssembler, parse_chunk, sse
 from proxy.upstream import response_headers, upstream_failure
 
@@ -34,10 +35,21 @@ class MissOutcome:
     raw: bytes | None = None  # exact JSON bytes the client got (non-stream), else None
     upstream_seconds: float = 0.0
     ttfb_seconds: float = 0.0
-    error_kind: str | None = None  # status_4xx | status_5xx | timeout | connect | stream_cut
+    error_kind: str | None = (
+        None  # status_4xx | status_5xx | timeout | connect | stream_cut | invalid_response
+    )
     error_body: bytes = b""
     usage: dict[str, Any] | None = None  # what the upstream billed, complete or not
     stream_complete: bool = False  # a stream that ended with [DONE]
+    invalid: bool = False  # a 200 whose body was cut short or not JSON: the client got a 502
+
+    def shared_error(self, shareable: frozenset[int]) -> tuple[int, bytes] | None:
+        """Status and body every identical request would get too (a flight's followers get a copy)."""
+        if self.invalid:
+            return 502, self.error_body
+        if self.status in shareable and self.error_body:
+            return self.status, self.error_body
+        return None
 
 
 class ClientWriter:
@@ -116,16 +128,24 @@ async def forward_miss(
     async with upstream:
         headers_out = response_headers(upstream.headers)
         headers_out.update(extra_headers)
-        response = web.StreamResponse(status=upstream.status, headers=headers_out)
-        writer = ClientWriter(response)
-        await writer.prepare(request)
-        if upstream.status != 200:
-            outcome.error_kind = "status_5xx" if upstream.status >= 500 else "status_4xx"
-            outcome.error_body = await _relay_all(upstream, writer, keep_limit)
-        elif stream and upstream.content_type == "text/event-stream":
-            await _relay_stream(upstream, writer, outcome, client_wants_usage, finish_on_disconnect)
+        if upstream.status == 200 and not (stream and upstream.content_type == "text/event-stream"):
+            writer = await _answer_json(
+                request,
+                upstream,
+                headers_out=headers_out,
+                extra_headers=extra_headers,
+                outcome=outcome,
+                keep_limit=keep_limit,
+                finish_on_disconnect=finish_on_disconnect,
+            )
         else:
-            await _relay_json(upstream, writer, outcome, keep_limit, finish_on_disconnect)
+            writer = ClientWriter(web.StreamResponse(status=upstream.status, headers=headers_out))
+            await writer.prepare(request)
+            if upstream.status != 200:
+                outcome.error_kind = "status_5xx" if upstream.status >= 500 else "status_4xx"
+                outcome.error_body = await _relay_all(upstream, writer, keep_limit)
+            else:
+                await _relay_stream(upstream, writer, outcome, client_wants_usage, finish_on_disconnect)
     outcome.upstream_seconds = time.perf_counter() - started
     return writer, outcome
 
@@ -143,38 +163,80 @@ async def _relay_all(upstream: aiohttp.ClientResponse, writer: ClientWriter, kee
     return bytes(kept)
 
 
-async def _relay_json(
+async def _answer_json(
+    request: web.Request,
     upstream: aiohttp.ClientResponse,
-    writer: ClientWriter,
+    *,
+    headers_out: CIMultiDict[str],
+    extra_headers: dict[str, str],
     outcome: MissOutcome,
     keep_limit: int,
     finish_on_disconnect: bool,
-) -> None:
-    kept: bytearray | None = bytearray()
+) -> ClientWriter:
+    """A non-streamed 200: read whole and validated before the client sees its status.
+
+    A body cut short (connection lost, wrong Content-Length, broken chunking, read timeout) or
+    not JSON is answered 502 ``upstream_invalid_response`` instead of a 200 the SDK cannot parse,
+    and is never stored. A body over ``keep_limit`` (``PROXY_CACHE_MAX_ENTRY_BYTES``) could not be
+    stored anyway: it is streamed through as it comes, unvalidated.
+    """
+    kept = bytearray()
     try:
         async for chunk in upstream.content.iter_any():
-            if kept is not None:
-                kept += chunk
-                if len(kept) > keep_limit:
-                    kept = None  # too large to store: pass through only
+            kept += chunk
+            if len(kept) > keep_limit:
+                break
+        else:
+            doc = orjson.loads(kept)
+            return await _answer_parsed(request, headers_out, outcome, bytes(kept), doc)
+    except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+        log.warning("upstream 200 with an unusable body: %s", clip(repr(exc)))
+        return await _answer_invalid(request, extra_headers, outcome, exc)
+    # Too large to store: pass it through as it comes.
+    writer = ClientWriter(web.StreamResponse(status=200, headers=headers_out))
+    await writer.prepare(request)
+    await writer.write(bytes(kept))
+    del kept
+    try:
+        async for chunk in upstream.content.iter_any():
             await writer.write(chunk)
             if writer.gone and not finish_on_disconnect:
-                return
+                break
     except (TimeoutError, aiohttp.ClientError) as exc:
         outcome.error_kind = "timeout" if isinstance(exc, asyncio.TimeoutError) else "stream_cut"
-        log.warning("upstream body cut: %r", exc)
-        return  # the client's response ends short; nothing is stored
-    if kept is not None:
-        raw = bytes(kept)
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            doc = None
-        if isinstance(doc, dict):
-            outcome.usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else None
-        if _complete(doc):
-            outcome.document, outcome.raw = doc, raw
-    # writer.finish() is left to the caller so the entry is stored before the client sees the end.
+        log.warning("upstream body cut: %s", clip(repr(exc)))
+    return writer
+
+
+async def _answer_parsed(
+    request: web.Request, headers_out: CIMultiDict[str], outcome: MissOutcome, raw: bytes, doc: Any
+) -> ClientWriter:
+    """Send a validated JSON body (without EOF: the caller stores it first); keep it to store."""
+    if isinstance(doc, dict):
+        outcome.usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else None
+    if _complete(doc):
+        outcome.document, outcome.raw = doc, raw
+    writer = ClientWriter(web.StreamResponse(status=200, headers=headers_out))
+    await writer.prepare(request)
+    await writer.write(raw)
+    return writer
+
+
+async def _answer_invalid(
+    request: web.Request, extra_headers: dict[str, str], outcome: MissOutcome, exc: BaseException
+) -> ClientWriter:
+    """502 for a 200 the client could not use; the caller settles it as billed and shares it."""
+    error = upstream_invalid_response()
+    outcome.invalid = True
+    outcome.error_kind = "timeout" if isinstance(exc, asyncio.TimeoutError) else "invalid_response"
+    outcome.error_body = error.body()
+    response = web.StreamResponse(
+        status=error.status, headers={**extra_headers, "Content-Type": "application/json"}
+    )
+    writer = ClientWriter(response)
+    await writer.prepare(request)
+    await writer.write(outcome.error_body)
+    return writer
 
 
 async def _relay_stream(
@@ -207,7 +269,7 @@ async def _relay_stream(
             if writer.gone and not finish_on_disconnect:
                 break
     except (TimeoutError, aiohttp.ClientError) as exc:
-        log.warning("upstream stream cut: %r", exc)
+        log.warning("upstream stream cut: %s", clip(repr(exc)))
     outcome.error_kind = "stream_cut"
     outcome.usage = assembler.usage
     message = "The upstream stream ended before completion; the response is incomplete."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import time
 
@@ -10,10 +11,11 @@ from aiohttp import web
 
 from proxy.cache import CachedEntry
 from proxy.cache_key import bearer_namespace, safe_namespace
-from proxy.config import Settings
+from proxy.config import Secret, Settings
 from proxy.errors import too_large
 from proxy.forward import ClientWriter
-from proxy.keys import CACHE, METRICS, REQUEST_CACHE, REQUEST_MODEL
+from proxy.health import probe_store
+from proxy.keys import CACHE, HEALTH, METRICS, REQUEST_CACHE, REQUEST_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,12 @@ def bearer_of(request: web.Request) -> str | None:
     scheme, _, token = header.partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
+
+
+def bearer_matches(request: web.Request, secret: Secret) -> bool:
+    """Whether the caller presented ``secret`` as its bearer token (constant-time comparison)."""
+    presented = bearer_of(request) or ""
+    return hmac.compare_digest(presented.encode(), secret.value.encode())
 
 
 def key_alias(bearer: str | None) -> str | None:
@@ -68,7 +76,9 @@ async def serve_entry(
 ) -> web.StreamResponse:
     """Answer from a cached entry, as JSON or as a replayed SSE stream."""
     request[REQUEST_CACHE] = result
-    request.app[METRICS].record_cache_result(request[REQUEST_MODEL], result)
+    metrics = request.app[METRICS]
+    metrics.accept_model(request[REQUEST_MODEL])  # only an upstream 2xx is ever stored
+    metrics.record_cache_result(request[REQUEST_MODEL], result)
     headers = {"X-Cache": result, "Age": str(entry.age(time.time())), "X-Cache-Key": digest}
     if not stream:
         body = entry.json_body()
@@ -76,10 +86,11 @@ async def serve_entry(
     response = web.StreamResponse(
         headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
+    parts = entry.sse_parts(usage_asked)  # checked before the status line goes out
     # A client that goes away mid-replay is normal (it has what it needed): stop quietly.
     writer = ClientWriter(response)
     await writer.prepare(request)
-    for part in entry.sse_parts(usage_asked):
+    for part in parts:
         await writer.write(part)
         if writer.gone:
             break
@@ -93,6 +104,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the store answers (the memory store always does)."""
-    ok = await request.app[CACHE].store.ping()
-    return web.json_response({"status": "ok" if ok else "store unreachable"}, status=200 if ok else 503)
+    """This replica can serve: 200 (body says what is degraded, e.g. the store), 503 while draining."""
+    health = request.app[HEALTH]
+    await probe_store(health, request.app[CACHE].store)
+    status, body = health.readiness()
+    return web.json_response(body, status=status)

@@ -10,6 +10,7 @@ any replica is seen within that interval, and nothing is served past its expiry 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -65,9 +66,9 @@ class HotTier:
         if item is not None:
             self.used_bytes -= item.size
 
-    def drop_prefix(self, prefix: str) -> int:
-        """Forget every key under ``prefix`` (local half of a purge)."""
-        doomed = [k for k in self._items if k.startswith(prefix)]
+    def drop_matching(self, predicate: Callable[[str], object]) -> int:
+        """Forget every key ``predicate`` accepts (local half of a purge)."""
+        doomed = [k for k in self._items if predicate(k)]
         for key in doomed:
             self.drop(key)
         return len(doomed)

@@ -12,8 +12,10 @@ from proxy.auth import KeyAuthenticator
 from proxy.budget_guard import BudgetGuard
 from proxy.cache import ResponseCache
 from proxy.config import Settings
+from proxy.health import Health
 from proxy.keystore import KeyStore
 from proxy.metrics import ProxyMetrics
+from proxy.paths import Target
 from proxy.singleflight import SingleFlight
 from proxy.state_store import StateStoreGuard
 from proxy.store import ByteStore
@@ -35,7 +37,10 @@ AUTH = web.AppKey("auth", KeyAuthenticator)
 BUDGETS = web.AppKey("budgets", BudgetGuard)
 # Whether the state Redis is safe from eviction (`.safe`: True / False / None unknown), for readiness.
 STATE_GUARD = web.AppKey("state_guard", StateStoreGuard)
+HEALTH = web.AppKey("health", Health)
 
 # Per-request facts the metrics middleware reads after the handler ran.
 REQUEST_MODEL = web.RequestKey("model", str)
 REQUEST_CACHE = web.RequestKey("cache", str)
+# The checked request target (``paths.parse_target``), set before any handler runs.
+TARGET = web.RequestKey("target", Target)

@@ -7,13 +7,20 @@ import time
 
 import orjson
 
-LOG_VALUE_CHARS = 120
+# Longest client-supplied value a log line shows (paths, model names, header names).
+CLIP_CHARS = 120
 
 
-def clip(value: str, limit: int = LOG_VALUE_CHARS) -> str:
-    """A client- or upstream-controlled string made safe to log: ``repr``-quoted and bounded."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "...'"
+def clip(value: object, limit: int = CLIP_CHARS) -> str:
+    """A client-supplied value made safe for one log line: at most ``limit`` characters shown,
+    control characters escaped (no forged lines), and how much was cut said at the end.
+
+    Every log call that formats something a client sent goes through this: a multi-megabyte
+    model name must cost a log line, not megabytes of log storage.
+    """
+    text = value if isinstance(value, str) else repr(value)
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text[:limit])
+    return shown if len(text) <= limit else f"{shown}...(+{len(text) - limit} chars)"
 
 
 class JsonFormatter(logging.Formatter):

@@ -16,16 +16,18 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from proxy.auth import FREE_ROUTES, KeyAuthenticator
+from proxy.auth import KeyAuthenticator
 from proxy.budget import DEFAULT_RESERVATION_TTL_S, BudgetLedger, MemoryBudgetLedger, RedisBudgetLedger
 from proxy.budget_guard import BudgetGuard
 from proxy.config import Settings
 from proxy.errors import ProxyError
 from proxy.handlers import bearer_of
-from proxy.keys import ACCOUNTANT, AUTH, BUDGETS, KEYSTORE, METRICS, REDIS, SETTINGS, STATE_GUARD
+from proxy.keys import ACCOUNTANT, AUTH, BUDGETS, KEYSTORE, METRICS, REDIS, SETTINGS, STATE_GUARD, TARGET
 from proxy.keystore import KeyStore, MemoryKeyStore
 from proxy.keystore_redis import RedisKeyStore
+from proxy.logs import clip
 from proxy.passthrough import passthrough
+from proxy.routes import managed_route
 from proxy.state_store import StateClient, StateStoreGuard, open_state_client
 
 log = logging.getLogger(__name__)
@@ -117,19 +119,19 @@ def endpoint_not_allowed(path: str) -> ProxyError:
     """403: a managed key may only reach routes the proxy meters (or that cost nothing)."""
     return ProxyError(
         403,
-        f"Managed keys cannot call {path} through this proxy; only chat completions and models.",
+        f"Managed keys cannot call {clip(path)} through this proxy; only chat completions and models.",
         type="invalid_request_error",
         code="endpoint_not_allowed",
     )
 
 
 async def managed_passthrough(request: web.Request) -> web.StreamResponse:
-    """Other ``/v1/*`` routes: pass-through callers as before; managed keys only on free routes."""
+    """Other ``/v1/*`` routes: pass-through callers as before; managed keys only on allowed routes."""
     auth = request.app[AUTH]
     key = await auth.resolve(bearer_of(request))
     if key is None:
-        return await passthrough(request)
-    first = request.match_info["tail"].split("/", 1)[0]
-    if request.method not in {"GET", "HEAD"} or first not in FREE_ROUTES:
-        raise endpoint_not_allowed(request.path)
-    return await passthrough(request.clone(headers=auth.upstream_headers(request.headers)))
+        return await passthrough(request, request.headers.get("Authorization"))
+    path = request[TARGET].path
+    if managed_route(request.method, path) is None:
+        raise endpoint_not_allowed(path)
+    return await passthrough(request, auth.upstream_authorization())

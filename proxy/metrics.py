@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -29,8 +30,12 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 CACHE_RESULTS = frozenset({"hit", "miss", "bypass", "coalesced", "none"})
-UPSTREAM_ERROR_KINDS = frozenset({"status_4xx", "status_5xx", "timeout", "connect", "stream_cut"})
+UPSTREAM_ERROR_KINDS = frozenset(
+    {"status_4xx", "status_5xx", "timeout", "connect", "stream_cut", "invalid_response"}
+)
 OTHER = "other"
+# Model labels that never depend on a request: no model at all, an empty one, the overflow bucket.
+FIXED_MODEL_LABELS = frozenset({"none", "unknown", OTHER})
 ANONYMOUS = "anonymous"
 MAX_LABEL_CHARS = 64
 
@@ -51,13 +56,21 @@ def _looks_secret(value: str) -> bool:
 
 
 class _BoundedLabels:
-    """First ``limit`` distinct values pass through, later ones collapse into ``other``."""
+    """First ``limit`` distinct values admitted pass through, later ones collapse into ``other``."""
 
     __slots__ = ("_limit", "_seen")
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._seen: set[str] = set()
+
+    def admit(self, value: str) -> None:
+        """Give ``value`` a label of its own while the budget lasts."""
+        if value != OTHER and len(self._seen) < self._limit:
+            self._seen.add(value)
+
+    def __contains__(self, value: str) -> bool:
+        return value in self._seen
 
     def __call__(self, value: str) -> str:
         if value == OTHER or value in self._seen:
@@ -77,9 +90,11 @@ class ProxyMetrics:
         *,
         max_model_labels: int = 64,
         max_key_labels: int = 256,
+        priced: Callable[[str], bool] = lambda _name: False,
     ) -> None:
         self._models = _BoundedLabels(max_model_labels)
         self._keys = _BoundedLabels(max_key_labels)
+        self._priced = priced
 
         def counter(name: str, doc: str, *labels: str) -> Counter:
             return Counter(f"llm_proxy_{name}", doc, labels, registry=registry)
@@ -139,10 +154,34 @@ class ProxyMetrics:
             "state_store_unsafe",
             "1 while the state Redis may evict keys and budgets (maxmemory-policy not noeviction).",
         )
+        self.degraded = Gauge(
+            "llm_proxy_degraded",
+            "1 while a component of this replica is degraded (it still serves; see /readyz).",
+            ["component"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
 
     def model_label(self, model: str) -> str:
-        """Model name safe as a label: charset-restricted, <= 64 chars, bounded cardinality."""
-        return self._models(_sanitize(model) or "unknown")
+        """Model name safe as a label: charset-restricted, <= 64 chars, bounded cardinality.
+
+        Only models in the price table (under the table's own name, so case variants are one
+        label) or models the upstream answered with a 2xx (``accept_model``, first
+        ``max_model_labels`` of them) get a label of their own; anything else is ``other``, so
+        junk names from refused or unauthenticated requests can never use up the budget.
+        """
+        name = model.strip().lower()
+        if self._priced(name):
+            return _sanitize(name)
+        label = _sanitize(model) or "unknown"
+        if label in FIXED_MODEL_LABELS or label in self._models:
+            return label
+        return OTHER
+
+    def accept_model(self, model: str) -> None:
+        """The upstream answered ``model`` with a 2xx (or a hit proves it did): it may have a label."""
+        if not self._priced(model.strip().lower()):
+            self._models.admit(_sanitize(model) or "unknown")
 
     def key_label(self, alias: str | None) -> str:
         """Key alias safe as a label; a value that looks like a secret is replaced by a hash tag."""
@@ -228,6 +267,10 @@ class ProxyMetrics:
         key_l = self.key_label(key)
         self.key_budget_usd.labels(key_l).set(micro_to_usd(budget_micro_usd))
         self.key_budget_remaining_usd.labels(key_l).set(micro_to_usd(max(remaining_micro_usd, 0)))
+
+    def set_degraded(self, component: str, degraded: bool) -> None:
+        """Mirror ``health.Health``: 1 while ``component`` is degraded, else 0."""
+        self.degraded.labels(component).set(1 if degraded else 0)
 
     def record_upstream_error(self, kind: str) -> None:
         """Count an upstream failure; unknown kinds are counted as "other"."""

@@ -142,6 +142,11 @@ class PriceTable:
         """The built-in table (lower-cased names), read-only."""
         return self._builtin
 
+    def names(self, name: str) -> bool:
+        """Whether ``name`` (lower-cased) is a model some table lists by that exact name (the
+        TOML overrides, the upstream list or the built-in table; not the ``"*"`` default)."""
+        return name in self._overrides or name in self._upstream or name in self._builtin
+
     def lookup(self, model: str) -> ModelPrice | None:
         """The price that applies to ``model``, or None when nothing prices it."""
         try:

@@ -8,9 +8,13 @@ from typing import Any
 
 import orjson
 
+from proxy.cache_key import MAX_DEPTH, NestingTooDeep, check_depth
 from proxy.errors import ProxyError, bad_request
 
 MAX_CACHE_TTL = 365 * 86400
+# Longest model name accepted: real ones are under 100 characters; anything longer is refused
+# before it reaches a log line, a metric label or an error message.
+MAX_MODEL_CHARS = 256
 
 _NUMBER = (int, float)
 # Known fields and the JSON types they must have; a wrong type is refused before forwarding.
@@ -47,6 +51,7 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
         raise bad_request(f"The request body is not valid JSON: {exc}.") from None
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.")
+    _check_bounds(body)
     for name in ("model", "messages"):
         if name not in body:
             raise bad_request(f"Missing required parameter: '{name}'.", param=name)
@@ -70,6 +75,17 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
     if not body["model"]:
         raise bad_request("'model' must not be empty.", param="model")
     return body
+
+
+def _check_bounds(body: dict[str, Any]) -> None:
+    """Sizes no legitimate request reaches, refused before anything else looks at the body."""
+    model = body.get("model")
+    if isinstance(model, str) and len(model) > MAX_MODEL_CHARS:
+        raise bad_request(f"'model' must be at most {MAX_MODEL_CHARS} characters.", param="model")
+    try:
+        check_depth(body)
+    except NestingTooDeep:
+        raise bad_request(f"The request body nests arrays/objects deeper than {MAX_DEPTH} levels.") from None
 
 
 def _type_name(t: type) -> str:

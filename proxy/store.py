@@ -98,6 +98,14 @@ class MemoryStore:
         return None
 
 
+def glob_escape(literal: str) -> str:
+    """``literal`` as a Redis glob pattern matching only itself (``*?[]\\`` escaped, see SCAN MATCH)."""
+    return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in literal)
+
+
+_GLOB_SPECIAL = frozenset("*?[]\\^")
+
+
 def redis_cache_kwargs(url: str) -> dict[str, object]:
     """aiocache's RedisCache takes host/port/db/password rather than a URL."""
     parsed = urlparse(url)
@@ -162,7 +170,7 @@ class RedisClientOps:
     async def keys_with_prefix(self, prefix: str) -> list[str]:
         found: list[str] = []
         async with guarded("SCAN", max(self.timeout * 40, 10.0)):
-            async for key in self.client.scan_iter(match=f"{prefix}*", count=1000):
+            async for key in self.client.scan_iter(match=f"{glob_escape(prefix)}*", count=1000):
                 found.append(key.decode() if isinstance(key, bytes) else str(key))
         return found
 

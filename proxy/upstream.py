@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 
 import aiohttp
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
 from proxy.config import Settings
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, upstream_invalid_response
 
-# RFC 9110 hop-by-hop headers plus those aiohttp recomputes for the body it actually sends.
+# Hop-by-hop fields (RFC 9110 §7.6.1: Connection, Proxy-Connection, Keep-Alive, TE,
+# Transfer-Encoding, Upgrade; RFC 2616 §13.5.1 adds Proxy-Authenticate/-Authorization and Trailer),
+# plus every field the Connection header names: none of them is ever forwarded, either way.
 HOP_BY_HOP = frozenset(
     {
         "connection",
+        "proxy-connection",
         "keep-alive",
         "proxy-authenticate",
         "proxy-authorization",
@@ -23,15 +25,21 @@ HOP_BY_HOP = frozenset(
         "trailers",
         "transfer-encoding",
         "upgrade",
-        "host",
-        "content-length",
-        "accept-encoding",
     }
 )
+# Request headers aiohttp recomputes for the body it actually sends.
+REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "accept-encoding"}
 # Response headers we must not copy: the body we send is decompressed and re-framed by aiohttp.
 RESPONSE_DROP = HOP_BY_HOP | {"content-encoding", "content-length", "date", "server"}
 # Our own request headers, never forwarded upstream.
 PROXY_ONLY = frozenset({"x-cache-ttl", "x-cache-namespace", "cache-control"})
+
+
+def connection_named(headers: MultiMapping[str]) -> frozenset[str]:
+    """Field names listed in the Connection header(s), lower-cased (RFC 9110 §7.6.1)."""
+    return frozenset(
+        name.strip().lower() for value in headers.getall("Connection", ()) for name in value.split(",")
+    ) - {""}
 
 
 def make_session(settings: Settings) -> aiohttp.ClientSession:
@@ -50,14 +58,13 @@ def make_session(settings: Settings) -> aiohttp.ClientSession:
     )
 
 
-def forward_headers(incoming: Mapping[str, str], authorization: str | None) -> CIMultiDict[str]:
+def forward_headers(incoming: MultiMapping[str], authorization: str | None) -> CIMultiDict[str]:
     """Request headers for the upstream: hop-by-hop and proxy-only dropped, auth as decided."""
+    dropped = REQUEST_DROP | PROXY_ONLY | connection_named(incoming) | {"authorization"}
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
-        lowered = name.lower()
-        if lowered in HOP_BY_HOP or lowered in PROXY_ONLY or lowered == "authorization":
-            continue
-        out.add(name, value)
+        if name.lower() not in dropped:
+            out.add(name, value)
     if authorization:
         out["Authorization"] = authorization
     return out
@@ -65,7 +72,8 @@ def forward_headers(incoming: Mapping[str, str], authorization: str | None) -> C
 
 def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """Upstream response headers safe to copy to the client."""
-    return CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in RESPONSE_DROP)
+    dropped = RESPONSE_DROP | connection_named(upstream)
+    return CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in dropped)
 
 
 def upstream_failure(exc: BaseException) -> ProxyError:
@@ -77,6 +85,9 @@ def upstream_failure(exc: BaseException) -> ProxyError:
             type="server_error",
             code="upstream_timeout",
         )
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # It did answer, with bytes that are not a valid HTTP response (framing, headers).
+        return upstream_invalid_response()
     return ProxyError(
         502,
         f"The upstream could not be reached: {type(exc).__name__}.",

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
 from proxy.config import Settings
+from proxy.server import ProxyRunner
 from tests.task_dump import pending_tasks
 
 # How long aiohttp lets in-flight handlers finish when a test proxy stops.
@@ -35,7 +36,9 @@ class ProxyServer:
         self.settings = dataclasses.replace(settings, host="127.0.0.1", port=self.port)
         self.registry = registry or CollectorRegistry()
         self.app = create_app(self.settings, self.registry)
-        self.runner = web.AppRunner(self.app, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        self.runner = ProxyRunner(
+            self.app, header_timeout=self.settings.header_timeout, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+        )
 
     @property
     def base(self) -> str:
@@ -57,7 +60,7 @@ class ProxyServer:
         limit = self.settings.shutdown_grace + SHUTDOWN_TIMEOUT_S + 15
         try:
             async with asyncio.timeout(limit):
-                await self.runner.cleanup()
+                await self.runner.stop(SHUTDOWN_TIMEOUT_S)
         except TimeoutError:
             pytest.fail(f"the proxy did not stop within {limit:.0f} s; still running:\n{pending_tasks()}")
 

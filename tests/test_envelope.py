@@ -88,8 +88,6 @@ def test_split_and_rebuild_is_byte_identical(doc: dict[str, Any], option: int) -
     assert b"".join(rebuild_parts(template, meta.blobs, [split.blobs[r.sha256] for r in meta.blobs])) == raw
     pngs = [_png_of(url) for url in image_urls(doc)]
     large = [png for png in pngs if len(pybase64.b64encode(png)) + 8 >= MIN_BLOB_BYTES]
-    if any(not png for png in pngs):
-        large = []  # an empty payload keeps the whole response inline
     assert len(split.refs) == len(large)
     assert set(split.blobs) == {hashlib.sha256(png).hexdigest() for png in large}
     assert all(split.blobs[r.sha256] == png for r, png in zip(split.refs, large, strict=True))
@@ -167,8 +165,9 @@ def test_escaped_slashes_stay_inline() -> None:
     assert split.template == raw
 
 
-def test_empty_payload_keeps_the_response_whole() -> None:
-    """An empty ``;base64,`` payload (which would look like a cut-out one) keeps the response whole."""
+def test_empty_payload_stays_inline_beside_a_cut_image() -> None:
+    """An empty ``;base64,`` payload is just a short URL: the large image beside it is still cut out
+    (its reference names its position, so the two can never be confused)."""
     doc = {
         "choices": [
             {
@@ -179,8 +178,8 @@ def test_empty_payload_keeps_the_response_whole() -> None:
     }
     raw = orjson.dumps(doc)
     split = split_response(raw, doc)
-    assert split.refs == ()
-    assert split.template == raw
+    assert [(ref.choice, ref.image) for ref in split.refs] == [(0, 1)]
+    assert rebuilt(split) == raw
 
 
 def test_image_urls_ignores_malformed_parts() -> None:
@@ -188,6 +187,7 @@ def test_image_urls_ignores_malformed_parts() -> None:
     doc = {
         "choices": [
             {"message": {"images": [{"image_url": {"url": "a"}}, "junk", {"image_url": {"url": 5}}]}},
+            {"message": {"images": [{"image_url": "not an object"}]}},
             "junk",
             {"message": None},
             {"message": {"images": [{"image_url": {"url": "b"}}]}},
@@ -213,12 +213,14 @@ def _entry(header: bytes, template: bytes = b"{}") -> bytes:
         pytest.param(_entry(b'{"c": 1}'), id="header-missing-fields"),
         pytest.param(_entry(b'{"c":"x","m":"m","p":1,"o":1,"i":0,"b":[]}'), id="header-bad-number"),
         pytest.param(_entry(b'{"c":1,"m":"m","p":1,"o":1,"i":0,"b":[[1,"s"]]}'), id="blob-ref-short"),
+        pytest.param(_entry(b'{"c":1,"m":"m","p":1,"o":1,"i":1,"b":[[1,"s",3]]}'), id="blob-ref-lcp1-shape"),
         pytest.param(
-            _entry(b'{"c":1,"m":"m","p":1,"o":1,"i":1,"b":[[99,"s",3]]}'), id="offset-beyond-template"
+            _entry(b'{"c":1,"m":"m","p":1,"o":1,"i":1,"b":[[99,"s",3,0,0]]}'), id="offset-beyond-template"
         ),
-        pytest.param(_entry(b'{"c":1,"m":"m","p":1,"o":1,"i":1,"b":[[-1,"s",3]]}'), id="negative-offset"),
+        pytest.param(_entry(b'{"c":1,"m":"m","p":1,"o":1,"i":1,"b":[[-1,"s",3,0,0]]}'), id="negative-offset"),
+        pytest.param(_entry(b'{"c":1,"m":"m","p":1,"o":1,"i":1,"b":[[1,"s",3,-1,0]]}'), id="negative-choice"),
         pytest.param(
-            _entry(b'{"c":1,"m":"m","p":1,"o":1,"i":2,"b":[[2,"s",3],[1,"t",3]]}', b"{}{}"),
+            _entry(b'{"c":1,"m":"m","p":1,"o":1,"i":2,"b":[[2,"s",3,0,0],[1,"t",3,0,1]]}', b"{}{}"),
             id="offsets-backwards",
         ),
     ],
@@ -240,7 +242,7 @@ def test_decode_entry_never_raises_anything_but_value_error(data: bytes) -> None
 
 def test_entry_meta_round_trips_with_and_without_expiry() -> None:
     """EntryMeta survives to_json/from_json, including an infinite expiry."""
-    refs = (BlobRef(3, "ab" * 32, 1000), BlobRef(9, "cd" * 32, 20))
+    refs = (BlobRef(3, "ab" * 32, 1000, 0, 0), BlobRef(9, "cd" * 32, 20, 1, 2))
     meta = EntryMeta(12.5, "gemini", 3, 1290, 2, refs)
     assert EntryMeta.from_json(meta.to_json()) == meta
     assert EntryMeta.from_json(EntryMeta(1.0, "m", 0, 0, 0, (), expires=99.0).to_json()).expires == 99.0

@@ -41,6 +41,7 @@ METRIC_NAMES = [
 
 
 def _exercise(metrics: ProxyMetrics) -> None:
+    metrics.accept_model("gpt-4o")  # the upstream answered it: it has a label of its own
     metrics.observe_request("/v1/chat/completions", "gpt-4o", 200, "MISS", 0.3, 1234)
     metrics.record_cache_result("gpt-4o", "coalesced")
     metrics.record_usage("gpt-4o", "team-a", 100, 50, 750, 1)
@@ -104,8 +105,10 @@ def test_usage_and_savings_values() -> None:
 
 
 def test_model_labels_are_bounded() -> None:
-    """After max_model_labels distinct models, new ones become "other"; known ones stay."""
+    """After max_model_labels accepted models, new ones become "other"; accepted ones stay."""
     metrics = ProxyMetrics(CollectorRegistry(), max_model_labels=64)
+    for i in range(65):
+        metrics.accept_model(f"model-{i}")
     for i in range(64):
         assert metrics.model_label(f"model-{i}") == f"model-{i}"
     assert metrics.model_label("model-64") == "other"
@@ -113,10 +116,29 @@ def test_model_labels_are_bounded() -> None:
     assert metrics.model_label("other") == "other"
 
 
+def test_unaccepted_models_are_other_and_use_no_budget() -> None:
+    """A model neither priced nor answered by the upstream is "other" and takes no label slot."""
+    metrics = ProxyMetrics(CollectorRegistry(), max_model_labels=2)
+    assert [metrics.model_label(f"junk-{i}") for i in range(100)] == ["other"] * 100
+    metrics.accept_model("real-model")
+    assert metrics.model_label("real-model") == "real-model"
+    assert (metrics.model_label("none"), metrics.model_label("")) == ("none", "unknown")
+
+
+def test_priced_models_are_labelled_by_their_table_name() -> None:
+    """Price-table models get a label without the budget, one per table name whatever the case."""
+    metrics = ProxyMetrics(CollectorRegistry(), max_model_labels=0, priced=lambda name: name == "gpt-4o")
+    assert {metrics.model_label(name) for name in ("gpt-4o", "GPT-4o", " gpt-4O ")} == {"gpt-4o"}
+    assert metrics.model_label("gpt-4o-junk") == "other"
+
+
 def test_label_state_is_per_instance() -> None:
     """Two ProxyMetrics instances do not share label budgets."""
     first = ProxyMetrics(CollectorRegistry(), max_model_labels=1)
     second = ProxyMetrics(CollectorRegistry(), max_model_labels=1)
+    first.accept_model("a")
+    second.accept_model("b")
+    first.accept_model("b")
     assert first.model_label("a") == "a"
     assert second.model_label("b") == "b"
     assert first.model_label("b") == "other"
@@ -125,11 +147,14 @@ def test_label_state_is_per_instance() -> None:
 def test_model_label_charset_and_length() -> None:
     """Model labels keep [A-Za-z0-9._:/-], replace the rest and are cut to 64 chars."""
     metrics = ProxyMetrics(CollectorRegistry())
-    assert metrics.model_label("google/gemini-2.5-flash-image-preview") == (
-        "google/gemini-2.5-flash-image-preview"
-    )
-    assert metrics.model_label('evil"}\nmodel{x="1') == "evil___model_x__1"
-    assert metrics.model_label("m" * 200) == "m" * 64
+    names = ("google/gemini-2.5-flash-image-preview", 'evil"}\nmodel{x="1', "m" * 200)
+    for name in names:
+        metrics.accept_model(name)
+    assert [metrics.model_label(name) for name in names] == [
+        "google/gemini-2.5-flash-image-preview",
+        "evil___model_x__1",
+        "m" * 64,
+    ]
     assert metrics.model_label("") == "unknown"
 
 
@@ -209,6 +234,7 @@ CHILD = """
 from prometheus_client import CollectorRegistry
 from proxy.metrics import ProxyMetrics
 m = ProxyMetrics(CollectorRegistry())
+m.accept_model("gpt-4o")
 m.observe_request("/v1/chat/completions", "gpt-4o", 200, "hit", 0.01, 10)
 m.set_key_budget("team-a", 5_000_000, {remaining})
 """
