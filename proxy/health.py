@@ -19,6 +19,7 @@ from proxy.store import ByteStore
 # How often the store is pinged in the background, so the gauge is current between probes.
 STORE_PROBE_INTERVAL_S = 5.0
 STORE = "store"
+STATE_STORE = "state_store"  # keys and budgets (proxy.state_store reports it)
 
 
 class Health:
@@ -34,7 +35,7 @@ class Health:
     def __init__(
         self,
         on_change: Callable[[str, bool], None] | None = None,
-        components: tuple[str, ...] = (STORE,),
+        components: tuple[str, ...] = (STORE, STATE_STORE),
     ) -> None:
         self._problems: dict[str, str] = {}
         self._draining = False
@@ -60,6 +61,10 @@ class Health:
             self._problems[component] = problem
         if before != (problem is not None):
             self._notify(component, degraded=problem is not None)
+
+    def reporter(self, component: str) -> Callable[[str | None], None]:
+        """``report`` bound to one component, for a part that only ever reports about itself."""
+        return lambda problem: self.report(component, problem)
 
     def degraded(self) -> dict[str, str]:
         """Degraded components and why."""

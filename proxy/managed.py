@@ -22,7 +22,19 @@ from proxy.budget_guard import BudgetGuard
 from proxy.config import Settings
 from proxy.errors import ProxyError
 from proxy.handlers import bearer_of
-from proxy.keys import ACCOUNTANT, AUTH, BUDGETS, KEYSTORE, METRICS, REDIS, SETTINGS, STATE_GUARD, TARGET
+from proxy.health import STATE_STORE
+from proxy.keys import (
+    ACCOUNTANT,
+    AUTH,
+    BUDGETS,
+    HEALTH,
+    KEYSTORE,
+    METRICS,
+    REDIS,
+    SETTINGS,
+    STATE_GUARD,
+    TARGET,
+)
 from proxy.keystore import KeyStore, MemoryKeyStore
 from proxy.keystore_redis import RedisKeyStore
 from proxy.logs import clip
@@ -49,7 +61,10 @@ async def refuse_evicting_state_ctx(app: web.Application) -> AsyncIterator[None]
         client = open_state_client(url, settings.store_timeout)
         try:
             guard = StateStoreGuard(
-                client, app[METRICS], timeout=settings.redis_op_timeout, allow_unsafe=False
+                client,
+                app[HEALTH].reporter(STATE_STORE),
+                timeout=settings.redis_op_timeout,
+                allow_unsafe=False,
             )
             await guard.at_start()  # StateStoreUnsafe: the process exits, naming the setting
         finally:
@@ -68,7 +83,10 @@ async def managed_ctx(app: web.Application) -> AsyncIterator[None]:
         client = shared if shared is not None else (own := open_state_client(url, settings.store_timeout))
     timeout = settings.redis_op_timeout
     guard = StateStoreGuard(
-        client, app[METRICS], timeout=timeout, allow_unsafe=settings.allow_evicting_state_store
+        client,
+        app[HEALTH].reporter(STATE_STORE),
+        timeout=timeout,
+        allow_unsafe=settings.allow_evicting_state_store,
     )
     app[STATE_GUARD] = guard
     async with contextlib.AsyncExitStack() as stack:

@@ -150,10 +150,6 @@ class ProxyMetrics:
         self.key_budget_remaining_usd = gauge(
             "key_budget_remaining_usd", "Key budget left in its current period.", "key"
         )
-        self.state_store_unsafe = gauge(
-            "state_store_unsafe",
-            "1 while the state Redis may evict keys and budgets (maxmemory-policy not noeviction).",
-        )
         self.degraded = Gauge(
             "llm_proxy_degraded",
             "1 while a component of this replica is degraded (it still serves; see /readyz).",

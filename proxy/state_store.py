@@ -10,7 +10,8 @@ services answer even where ``CONFIG`` is disabled.
 - unsafe when the proxy starts: it refuses to start (``StateStoreUnsafe``);
 - unreachable when it starts: it starts (requests BYPASS the cache as before), and checks on
   the first request of a key with a budget and every ``CHECK_INTERVAL_S`` after;
-- found unsafe later: keys with a budget get 503, an ERROR is logged and a gauge set.
+- found unsafe later: keys with a budget get 503, an ERROR is logged, and the verdict is reported
+  as the ``state_store`` component of ``health.Health`` (``/readyz`` body, ``llm_proxy_degraded``).
 
 ``PROXY_ALLOW_EVICTING_STATE_STORE=true`` turns the refusals off (documented as dangerous).
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,6 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from proxy.budget_errors import state_store_unsafe
-from proxy.metrics import ProxyMetrics
 from proxy.store import REDIS_FAILURES
 from proxy.store_cluster import is_cluster_url, open_cluster_client
 
@@ -83,14 +83,20 @@ def open_state_client(url: str, timeout: float) -> StateClient:
 class StateStoreGuard:
     """Knows whether the state Redis may evict, and refuses budget enforcement when it may.
 
-    ``safe`` is the result for readiness: True, False, or None (not known yet: unreachable).
+    ``safe`` is the verdict: True, False, or None (not known yet: unreachable). ``report`` hears
+    it as a short phrase (None when fine): the app passes ``Health.report`` for ``state_store``.
     """
 
     def __init__(
-        self, client: StateClient | None, metrics: ProxyMetrics, *, timeout: float, allow_unsafe: bool
+        self,
+        client: StateClient | None,
+        report: Callable[[str | None], None],
+        *,
+        timeout: float,
+        allow_unsafe: bool,
     ) -> None:
         self.client = client
-        self.metrics = metrics
+        self.report = report
         self.timeout = timeout
         self.allow_unsafe = allow_unsafe
         self.safe: bool | None = True if client is None else None  # memory mode evicts nothing
@@ -114,12 +120,14 @@ class StateStoreGuard:
             nodes = await self._read()
         except REDIS_FAILURES as exc:
             log.debug("state store eviction check failed: %s", type(exc).__name__)
+            if self.safe is not False:  # an evicting store stays reported as such
+                self.report("unreachable")
             return self.safe
         unsafe = [node for node in nodes if not node.safe]
         was = self.safe
         self.safe = not unsafe
         self.problem = unsafe[0].problem() if unsafe else None
-        self.metrics.state_store_unsafe.set(0 if self.safe else 1)
+        self.report(f"may evict (maxmemory-policy {unsafe[0].policy})" if unsafe else None)
         if not self.safe and was is not False:
             note = " Enforced anyway: PROXY_ALLOW_EVICTING_STATE_STORE=true." if self.allow_unsafe else ""
             log.error("%s%s", self.problem, note)

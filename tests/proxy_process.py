@@ -22,8 +22,10 @@ class ProxyProcess:
     """``python -m proxy <command> --port <free>`` with the given environment.
 
     ``clean_env`` drops every ``PROXY_*`` variable inherited from the test run, so only ``env``
-    configures the process. Output (stdout and stderr) goes to a file, never a pipe: a chatty
-    process can never block on a full pipe.
+    configures the process. The upstream price-list fetch is off unless ``env`` turns it on
+    (``PROXY_UPSTREAM_PRICES``): it would add a ``GET /v1/models`` to what the upstream received.
+    Output (stdout and stderr) goes to a file, never a pipe: a chatty process can never block on
+    a full pipe.
     """
 
     def __init__(
@@ -38,7 +40,7 @@ class ProxyProcess:
         self.port = free_port()
         self.cwd = cwd  # another checkout of the proxy (e.g. an old commit, for before/after figures)
         inherited = {k: v for k, v in os.environ.items() if not (clean_env and k.startswith("PROXY_"))}
-        self.env = {**inherited, **env, "PROXY_HOST": "127.0.0.1"}
+        self.env = {"PROXY_UPSTREAM_PRICES": "false", **inherited, **env, "PROXY_HOST": "127.0.0.1"}
         self.argv = [sys.executable, "-m", "proxy", command, "--port", str(self.port), *args]
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process; close()

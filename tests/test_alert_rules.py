@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,6 @@ RUNBOOK = REPO / "docs" / "operations.md"
 
 # Labels a scrape adds to every series, and the bucket bound of histogram series.
 SCRAPE_LABELS = frozenset({"job", "instance"})
-# Metrics the alerts use that another branch adds (issue 11: the degraded-component gauge).
-# Each entry names its labels; drop it once proxy/metrics.py exports the metric.
-PENDING_METRICS: Mapping[str, frozenset[str]] = {"llm_proxy_degraded": frozenset({"component"})}
 _SERIES = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(.*)\})?\s*$")
 _METRIC_NAME = re.compile(r"\bllm_proxy_[a-z_]+\b")
 
@@ -131,15 +128,13 @@ def test_every_alert_has_severity_summary_and_its_runbook_section() -> None:
 def test_alerts_and_their_tests_use_the_metrics_the_proxy_exports() -> None:
     """Every llm_proxy_* name in the rules exists, and every test series has exactly its real labels."""
     exported = exported_series()
-    known = {**exported, **PENDING_METRICS}
     used = set(_METRIC_NAME.findall(ALERTS.read_text(encoding="utf-8")))
-    assert used - set(known) == set(), "alerts use metrics the proxy does not export"
-    assert not set(PENDING_METRICS) & set(exported), "drop the metric from PENDING_METRICS: it exists now"
+    assert used - set(exported) == set(), "alerts use metrics the proxy does not export"
     for name, labels in input_series():
         if not (name.startswith("llm_proxy_") or name == "up"):
             continue
-        assert name in known, f"test series of an unknown metric: {name}"
-        assert labels - SCRAPE_LABELS == known[name], f"{name}: labels {sorted(labels)}"
+        assert name in exported, f"test series of an unknown metric: {name}"
+        assert labels - SCRAPE_LABELS == exported[name], f"{name}: labels {sorted(labels)}"
 
 
 @pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: rule["alert"])

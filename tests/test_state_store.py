@@ -81,11 +81,11 @@ async def test_an_evicting_cache_redis_is_fine_with_a_separate_state_redis(
     finally:
         proxy.stop()
         proxy.close()
-    assert metric_value(text, "llm_proxy_state_store_unsafe") == 0
+    assert metric_value(text, "llm_proxy_degraded", component="state_store") == 0
 
 
 async def test_opt_out_and_passthrough_only_start_on_an_evicting_redis(evicting_redis: RedisProcess) -> None:
-    """PROXY_ALLOW_EVICTING_STATE_STORE starts (gauge 1); a pure cache (no way to make keys) starts too."""
+    """PROXY_ALLOW_EVICTING_STATE_STORE starts (degraded gauge 1); a pure cache (no keys) starts too."""
     base = {"PROXY_REDIS_URL": evicting_redis.url, "PROXY_UPSTREAM_PRICES": "false"}
     opted = ProxyProcess(
         {**base, "PROXY_ADMIN_TOKEN": ADMIN, "PROXY_ALLOW_EVICTING_STATE_STORE": "true"}, clean_env=True
@@ -97,7 +97,12 @@ async def test_opt_out_and_passthrough_only_start_on_an_evicting_redis(evicting_
         for proxy in (opted, cache_only):
             proxy.stop()
             proxy.close()
-    assert metric_value(text, "llm_proxy_state_store_unsafe") == 1
+    assert metric_value(text, "llm_proxy_degraded", component="state_store") == 1
+
+
+async def _readyz(base: str) -> tuple[int, object]:
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/readyz") as response:
+        return response.status, await response.json()
 
 
 async def _metrics(base: str) -> str:
@@ -116,7 +121,8 @@ async def test_unreachable_at_start_then_found_unsafe_refuses_budgeted_keys(
     fake_upstream: FakeUpstream, redis_url: str, key_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """State Redis down at start: the proxy starts. Up but evicting: keys with a budget get 503
-    naming the setting (ERROR log, gauge 1), unlimited keys are served; fixed: served again."""
+    naming the setting (ERROR log, degraded gauge 1, /readyz 200 "degraded"), unlimited keys are
+    served; fixed: served again."""
     port = free_port()
     settings = proxy_settings(
         fake_upstream.url,
@@ -138,13 +144,19 @@ async def test_unreachable_at_start_then_found_unsafe_refuses_budgeted_keys(
             with caplog.at_level(logging.ERROR, logger="proxy.state_store"):
                 unsafe = await chat_raw(proxy, body, api_key=CAPPED.secret)
             unlimited = await chat_raw(proxy, body, api_key=OPEN.secret)
-            gauge_unsafe = metric_value(await _metrics(proxy.base), "llm_proxy_state_store_unsafe")
+            gauge_unsafe = metric_value(
+                await _metrics(proxy.base), "llm_proxy_degraded", component="state_store"
+            )
+            ready_unsafe = await _readyz(proxy.base)
             client = redis.Redis(port=port)
             client.config_set("maxmemory-policy", "noeviction")  # a private server: ours to change
             client.close()
             assert await guard.check() is True  # what the 60 s re-check does
             fixed = await chat_raw(proxy, body, api_key=CAPPED.secret)
-            gauge_fixed = metric_value(await _metrics(proxy.base), "llm_proxy_state_store_unsafe")
+            gauge_fixed = metric_value(
+                await _metrics(proxy.base), "llm_proxy_degraded", component="state_store"
+            )
+            ready_fixed = await _readyz(proxy.base)
         finally:
             server.remove()
     assert down.status == 503
@@ -157,6 +169,12 @@ async def test_unreachable_at_start_then_found_unsafe_refuses_budgeted_keys(
         "maxmemory-policy allkeys-lru" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR
     )
     assert gauge_unsafe == 1
+    # Readiness stays 200 (the pod still serves keys without a budget) and says what is degraded.
+    assert ready_unsafe == (
+        200,
+        {"status": "degraded", "degraded": {"state_store": "may evict (maxmemory-policy allkeys-lru)"}},
+    )
+    assert ready_fixed == (200, {"status": "ok"})
     assert unlimited.status == 200
     assert fixed.status == 200
     assert gauge_fixed == 0
