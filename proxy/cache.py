@@ -41,6 +41,10 @@ class CachedEntry:
     blobs: tuple[bytes, ...]
     body: bytes | None = None  # the whole JSON body, kept ready by the hot tier
 
+    def young_enough(self, max_age: int | None, now: float) -> bool:
+        """Whether a client sending ``Cache-Control: max-age`` accepts this entry (RFC 9111 §5.2.1.1)."""
+        return max_age is None or now - self.meta.created < max_age
+
     def age(self, now: float) -> int:
         """Whole seconds since the entry was stored (the ``Age`` header)."""
         return max(0, int(now - self.meta.created))
@@ -267,9 +271,7 @@ class ResponseCache:
 
 def _young(entry: CachedEntry, max_age: int | None, now: float) -> CachedEntry | None:
     """``Cache-Control: max-age`` from the client: older entries are not acceptable to it."""
-    if max_age is not None and now - entry.meta.created >= max_age:
-        return None
-    return entry
+    return entry if entry.young_enough(max_age, now) else None
 
 
 def meta_for(doc: dict[str, Any], split: SplitResponse, created: float) -> EntryMeta:

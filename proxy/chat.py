@@ -122,9 +122,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             return await _serve_cached(request, chat, entry, "HIT")
     if result == "MISS" and can_store:
         joined = await app[FLIGHTS].join(chat.digest, chat.key, lambda: _quiet_lookup(request, chat), ticket)
-        if isinstance(joined, FlightResult):
+        if not isinstance(joined, FlightResult):
+            return await _lead(request, chat, joined)
+        # A late joiner gets an answer that existed before it asked, i.e. a stored entry: it must
+        # satisfy the client's max-age like any other; if not, this request refreshes it itself.
+        late = joined.entry if joined.late else None
+        if late is None or late.young_enough(chat.controls.max_age, time.time()):
             return await _serve_flight_result(request, chat, joined)
-        return await _lead(request, chat, joined)
     response, _ = await _forward(request, chat, result, can_store=can_store)
     return response
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlparse
 
 import pytest
 import redis.asyncio as aioredis
@@ -20,7 +21,8 @@ from tests.e2e_helpers import (
     user,
 )
 from tests.fake_upstream import FakeUpstream
-from tests.proxy_harness import ProxyServer
+from tests.proxy_harness import ProxyServer, proxy_settings
+from tests.slow_link import SlowLink
 
 BODY = chat_body("the northern lights")
 
@@ -188,3 +190,23 @@ def test_cache_control_parsing() -> None:
     assert (controls.lookup, controls.store, controls.max_age) == (False, False, 30)
     assert CacheControls.from_headers({}) == CacheControls()
     assert CacheControls.from_headers({"X-Cache-TTL": " 60 "}).ttl == 60
+
+
+async def test_max_age_zero_is_not_served_by_a_store_still_in_flight(
+    fake_upstream: FakeUpstream, redis_url: str, key_prefix: str
+) -> None:
+    """A request that joins a flight whose answer was already sent (only its store is pending)
+    gets a stored entry, so max-age applies to it too: max-age=0 goes upstream (MISS).
+
+    Redis sits behind a 40 ms link, so the first answer's background store (several round trips)
+    is still running when the second request (one round trip to look up) joins the flight.
+    """
+    port = urlparse(redis_url).port or 6379
+    async with SlowLink(port, 0.04) as link:
+        settings = proxy_settings(fake_upstream.url, link.url, key_prefix, store_timeout=2.0)
+        async with ProxyServer(settings) as server:
+            first = await chat_raw(server, BODY)
+            fresh = await chat_raw(server, BODY, headers={"Cache-Control": "max-age=0"})
+    assert first.headers["X-Cache"] == "MISS"
+    assert fresh.headers["X-Cache"] == "MISS"
+    assert fake_upstream.chat_calls == 2
