@@ -45,7 +45,9 @@ EXTRA_VARIABLES = frozenset(
         "PROXY_STATE_REDIS_URL",
     ]
 )
-SECRET_VARIABLES = frozenset({"PROXY_UPSTREAM_API_KEY", "PROXY_ADMIN_TOKEN"})
+SECRET_VARIABLES = frozenset({"PROXY_UPSTREAM_API_KEY", "PROXY_ADMIN_TOKEN", "PROXY_METRICS_TOKEN"})
+# Settings fields that are TOML tables (PROXY_CONFIG), never environment variables.
+TABLE_SETTINGS = frozenset({"PROXY_PRICING", "PROXY_KEYS"})
 
 
 def design_variables() -> frozenset[str]:
@@ -105,9 +107,10 @@ def test_dockerfile_copies_what_pip_install_needs() -> None:
 
 
 def test_env_example_lists_every_variable() -> None:
-    """.env.example names every documented setting, each with a comment, and no typos."""
+    """.env.example names every setting the proxy reads from the environment (each documented
+    one and every Settings field), each with a comment, and no typos."""
     names = {k for k in env_example() if k.startswith("PROXY_")}
-    missing = (design_variables() | EXTRA_VARIABLES) - names
+    missing = (design_variables() | EXTRA_VARIABLES | (settings_variables() - TABLE_SETTINGS)) - names
     assert not missing
     assert names <= settings_variables()
     lines = (DEPLOY / ".env.example").read_text(encoding="utf-8").splitlines()
