@@ -9,17 +9,19 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
-from proxy.accounting import Accountant
-from proxy.admin import add_admin_routes, admin_auth_middleware
-from proxy.cache import ResponseCache
-from proxy.chat import chat_completions
+from proxy.cache.hot import HotTier
+from proxy.cache.response import ResponseCache
 from proxy.config import Settings
 from proxy.errors import ProxyError, error_middleware
-from proxy.guard import request_guard_middleware
-from proxy.handlers import CHAT_ROUTE, bearer_matches, healthz, readyz
-from proxy.health import Health, watching_store
-from proxy.hot_tier import HotTier
-from proxy.keys import (
+from proxy.flight.flights import RedisFlights, SingleFlight, listening
+from proxy.keys.verify import CallerVerifier
+from proxy.obs.accounting import Accountant
+from proxy.obs.health import Health, watching_store
+from proxy.obs.metrics import ProxyMetrics, render_latest
+from proxy.obs.pricing import PriceTable, parse_pricing
+from proxy.obs.upstream_prices import prices_ctx
+from proxy.pipeline import chat_completions
+from proxy.state import (
     ACCOUNTANT,
     CACHE,
     FLIGHTS,
@@ -34,15 +36,15 @@ from proxy.keys import (
     STORE,
     VERIFIER,
 )
-from proxy.managed import managed_ctx, managed_passthrough, refuse_evicting_state_ctx
-from proxy.metrics import ProxyMetrics, render_latest
-from proxy.pricing import PriceTable, parse_pricing
-from proxy.singleflight import RedisFlights, SingleFlight, listening
-from proxy.store import ByteStore, MemoryStore, RedisStore
-from proxy.store_cluster import ClusterStore, is_cluster_url
-from proxy.upstream import make_session
-from proxy.upstream_prices import prices_ctx
-from proxy.verify import CallerVerifier
+from proxy.storage.base import ByteStore
+from proxy.storage.cluster import ClusterStore, is_cluster_url
+from proxy.storage.memory import MemoryStore
+from proxy.storage.redis import RedisStore
+from proxy.upstream.session import make_session
+from proxy.web.admin import add_admin_routes, admin_auth_middleware
+from proxy.web.guard import request_guard_middleware
+from proxy.web.handlers import CHAT_ROUTE, bearer_matches, healthz, readyz
+from proxy.web.managed import managed_ctx, managed_passthrough, refuse_evicting_state_ctx
 
 MULTIPROC_DIR = web.AppKey("multiproc_dir", str)
 

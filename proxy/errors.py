@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy.logs import clip
+from proxy.obs.logs import clip
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.budget_plan import count_images, plan_reservation, prompt_token_bound
-from proxy.pricing import DEFAULT_PRICES
+from proxy.budget.plan import count_images, plan_reservation, prompt_token_bound
+from proxy.obs.pricing import DEFAULT_PRICES
 from tests.e2e_helpers import IMAGE_MODEL, TEXT_MODEL, chat_body
 
 MINI = DEFAULT_PRICES[TEXT_MODEL]  # gpt-4o-mini: 0.15 / 0.60 per million, 16,384 output tokens

@@ -12,14 +12,14 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from proxy.accounting import Accountant
-from proxy.budget import MemoryBudgetLedger
-from proxy.budget_guard import BudgetGuard
-from proxy.budget_plan import plan_reservation
+from proxy.budget.guard import BudgetGuard
+from proxy.budget.memory import MemoryBudgetLedger
+from proxy.budget.plan import plan_reservation
 from proxy.errors import ProxyError
-from proxy.keystore import ManagedKey
-from proxy.metrics import ProxyMetrics
-from proxy.pricing import DEFAULT_PRICES, PriceTable
+from proxy.keys.store import ManagedKey
+from proxy.obs.accounting import Accountant
+from proxy.obs.metrics import ProxyMetrics
+from proxy.obs.pricing import DEFAULT_PRICES, PriceTable
 from tests.e2e_helpers import IMAGE_MODEL, TEXT_MODEL, async_client, chat_body, chat_raw, user
 from tests.fake_upstream import FakeUpstream
 from tests.managed_helpers import (

@@ -19,9 +19,9 @@ import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.cache import CachedEntry
-from proxy.envelope import MIN_BLOB_BYTES, EntryMeta, decode_entry, encode_entry, split_response
-from proxy.streaming import StreamAssembler, parse_chunk, replay_chunks, sse
+from proxy.cache.entry import MIN_BLOB_BYTES, EntryMeta, decode_entry, encode_entry, split_response
+from proxy.cache.response import CachedEntry
+from proxy.upstream.sse import StreamAssembler, parse_chunk, replay_chunks, sse
 from tests.e2e_helpers import (
     IMAGE_MODEL,
     SMALL_IMAGE,

@@ -1,4 +1,4 @@
-"""The stored-entry format (``proxy.envelope``): images cut out as blobs, rebuilt byte for byte."""
+"""The stored-entry format (``proxy.cache.entry``): images cut out as blobs, rebuilt byte for byte."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.envelope import (
+from proxy.cache.entry import (
     MAGIC,
     MIN_BLOB_BYTES,
     BlobRef,

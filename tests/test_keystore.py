@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aioredis
 
-from proxy.keystore import (
+from proxy.keys.redis import RedisKeyStore
+from proxy.keys.store import (
     InvalidKeySettings,
     KeyStore,
     ManagedKey,
@@ -19,7 +20,6 @@ from proxy.keystore import (
     generate_secret,
     hash_secret,
 )
-from proxy.keystore_redis import RedisKeyStore
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()
 

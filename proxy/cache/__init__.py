@@ -1,0 +1,1 @@
+"""The response cache: entry format, lookup/put/purge, hot tier, cache keys and namespaces."""

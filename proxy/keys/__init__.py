@@ -1,0 +1,1 @@
+"""Who is calling: managed keys (values, stores), authentication, pass-through caller verification."""

@@ -1,0 +1,1 @@
+"""What happened and what it cost: metrics, accounting, prices, health, logging helpers."""

@@ -1,0 +1,82 @@
+"""Turning usage into money and metrics: what a call cost, what a hit saved."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.obs.logs import clip
+from proxy.obs.metrics import ProxyMetrics
+from proxy.obs.pricing import PriceTable
+
+log = logging.getLogger(__name__)
+
+_UNPRICED_LOGGED_MAX = 1000  # distinct model names warned about (names are client-controlled)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one response (0 where the upstream did not say), and the request's images."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    images: int = 0  # generated
+    input_images: int = 0  # sent in the request's messages
+
+    @classmethod
+    def from_mapping(cls, usage: dict[str, Any] | None, images: int = 0, input_images: int = 0) -> Usage:
+        """Read an OpenAI ``usage`` object defensively: upstreams omit or null fields."""
+        usage = usage or {}
+
+        def count(name: str) -> int:
+            value = usage.get(name)
+            return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+        return cls(count("prompt_tokens"), count("completion_tokens"), images, input_images)
+
+
+class Accountant:
+    """Prices usage with the table and records it; warns once per model the table cannot price.
+
+    ``prices`` is replaced whole when the upstream's price list is refreshed
+    (``proxy.obs.upstream_prices``); a table is immutable, so a request sees one consistent table.
+    """
+
+    def __init__(self, prices: PriceTable, metrics: ProxyMetrics) -> None:
+        self.prices = prices
+        self.metrics = metrics
+        self._unknown_logged: set[str] = set()
+
+    def unpriced(self, model: str, why: str) -> None:
+        """Count a call of a model nothing prices, and say so once per model."""
+        self.metrics.unknown_model.labels(self.metrics.model_label(model)).inc()
+        if model not in self._unknown_logged and len(self._unknown_logged) < _UNPRICED_LOGGED_MAX:
+            self._unknown_logged.add(model)
+            log.warning("no price for model %s: %s", clip(model), why)
+
+    def cost(self, model: str, usage: Usage) -> int:
+        """Micro-USD for ``usage`` on ``model``; 0 (counted and logged once) for an unpriced model."""
+        cost = self.prices.cost_micro_usd(
+            model, usage.prompt_tokens, usage.completion_tokens, usage.images, usage.input_images
+        )
+        if cost is None:
+            self.unpriced(model, "its cost is counted as 0")
+            return 0
+        return cost
+
+    def spent(self, model: str, key_alias: str | None, usage: Usage) -> int:
+        """Record an upstream call; returns its cost in micro-USD."""
+        cost = self.cost(model, usage)
+        self.metrics.record_usage(
+            model, key_alias, usage.prompt_tokens, usage.completion_tokens, cost, usage.images
+        )
+        return cost
+
+    def saved(self, model: str, key_alias: str | None, usage: Usage) -> int:
+        """Record a cache hit: what it would have cost upstream."""
+        cost = self.cost(model, usage)
+        self.metrics.record_saved(
+            model, key_alias, usage.prompt_tokens, usage.completion_tokens, cost, usage.images
+        )
+        return cost

@@ -1,0 +1,1 @@
+"""The upstream: one client session, header filtering, the relay of a miss, SSE parsing."""

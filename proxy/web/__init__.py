@@ -1,0 +1,1 @@
+"""The HTTP surface: server, middleware, route handlers, admin."""
