@@ -1,46 +1,60 @@
-"""Typed application state keys (``web.AppKey``), one per shared resource."""
+"""Every ``web.AppKey`` and ``web.RequestKey`` of the application, typed, in one place.
+
+It imports nothing at run time but aiohttp: the types behind the keys come in for the type checker
+only, so any module can name a piece of app state without loading the service behind it (the web
+layer names the budget guard without importing budget code). The composition root
+(``proxy.app``) sets each key once, in the ``cleanup_ctx`` that opens the resource.
+"""
 
 from __future__ import annotations
 
-import aiohttp
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING
+
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
-from proxy.budget.guard import BudgetGuard
-from proxy.budget.state_store import StateStoreGuard
-from proxy.cache.response import ResponseCache
-from proxy.config import Settings
-from proxy.flight.flights import SingleFlight
-from proxy.keys.auth import KeyAuthenticator
-from proxy.keys.store import KeyStore
-from proxy.keys.verify import CallerVerifier
-from proxy.obs.accounting import Accountant
-from proxy.obs.health import Health
-from proxy.obs.metrics import ProxyMetrics
-from proxy.storage.base import ByteStore
-from proxy.web.paths import Target
+if TYPE_CHECKING:
+    import aiohttp
+    import redis.asyncio as aioredis
+    from prometheus_client import CollectorRegistry
 
-SETTINGS = web.AppKey("settings", Settings)
-REGISTRY = web.AppKey("registry", CollectorRegistry)
-SESSION = web.AppKey("session", aiohttp.ClientSession)
-STORE = web.AppKey("store", ByteStore)
-CACHE = web.AppKey("cache", ResponseCache)
-METRICS = web.AppKey("metrics", ProxyMetrics)
-ACCOUNTANT = web.AppKey("accountant", Accountant)
-FLIGHTS = web.AppKey("flights", SingleFlight)
-VERIFIER = web.AppKey("verifier", CallerVerifier)
+    from proxy.budget.guard import BudgetGuard
+    from proxy.budget.state_store import StateStoreGuard
+    from proxy.cache.response import ResponseCache
+    from proxy.config import Settings
+    from proxy.flight.flights import SingleFlight
+    from proxy.keys.auth import KeyAuthenticator
+    from proxy.keys.store import KeyStore
+    from proxy.keys.verify import CallerVerifier
+    from proxy.obs.accounting import Accountant
+    from proxy.obs.health import Health
+    from proxy.obs.metrics import ProxyMetrics
+    from proxy.obs.upstream_prices import UpstreamPrices
+    from proxy.storage.base import ByteStore
+    from proxy.web.paths import Target
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry")
+# Where workers write their metrics (``PROMETHEUS_MULTIPROC_DIR``); absent with one process.
+MULTIPROC_DIR: web.AppKey[str] = web.AppKey("multiproc_dir")
+SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session")
+STORE: web.AppKey[ByteStore] = web.AppKey("store")
 # A plain or a cluster client: every consumer only runs single-slot scripts and commands.
 REDIS: web.AppKey[aioredis.Redis | aioredis.RedisCluster] = web.AppKey("redis")
-KEYSTORE = web.AppKey("keystore", KeyStore)
-AUTH = web.AppKey("auth", KeyAuthenticator)
-BUDGETS = web.AppKey("budgets", BudgetGuard)
+CACHE: web.AppKey[ResponseCache] = web.AppKey("cache")
+FLIGHTS: web.AppKey[SingleFlight] = web.AppKey("flights")
+METRICS: web.AppKey[ProxyMetrics] = web.AppKey("metrics")
+ACCOUNTANT: web.AppKey[Accountant] = web.AppKey("accountant")
+PRICE_LOADER: web.AppKey[UpstreamPrices] = web.AppKey("price_loader")
+HEALTH: web.AppKey[Health] = web.AppKey("health")
+VERIFIER: web.AppKey[CallerVerifier] = web.AppKey("verifier")
+KEYSTORE: web.AppKey[KeyStore] = web.AppKey("keystore")
+AUTH: web.AppKey[KeyAuthenticator] = web.AppKey("auth")
+BUDGETS: web.AppKey[BudgetGuard] = web.AppKey("budgets")
 # Whether the state Redis is safe from eviction (`.safe`: True / False / None unknown), for readiness.
-STATE_GUARD = web.AppKey("state_guard", StateStoreGuard)
-HEALTH = web.AppKey("health", Health)
+STATE_GUARD: web.AppKey[StateStoreGuard] = web.AppKey("state_guard")
 
 # Per-request facts the metrics middleware reads after the handler ran.
-REQUEST_MODEL = web.RequestKey("model", str)
-REQUEST_CACHE = web.RequestKey("cache", str)
-# The checked request target (``paths.parse_target``), set before any handler runs.
-TARGET = web.RequestKey("target", Target)
+REQUEST_MODEL: web.RequestKey[str] = web.RequestKey("model")
+REQUEST_CACHE: web.RequestKey[str] = web.RequestKey("cache")
+# The checked request target (``web.paths.parse_target``), set before any handler runs.
+TARGET: web.RequestKey[Target] = web.RequestKey("target")

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aioredis
 
+from proxy.config import hash_secret
 from proxy.keys.redis import RedisKeyStore
 from proxy.keys.store import (
     InvalidKeySettings,
@@ -18,7 +19,6 @@ from proxy.keys.store import (
     MemoryKeyStore,
     StaticKey,
     generate_secret,
-    hash_secret,
 )
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()

@@ -10,8 +10,9 @@ import pybase64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.endpoints.chat_stream import StreamAssembler, parse_chunk, replay_chunks
 from proxy.sim.payloads import Completion, build_completion
-from proxy.upstream.sse import SSEParser, StreamAssembler, parse_chunk, replay_chunks, sse
+from proxy.upstream.sse import SSEParser, sse
 
 PROPERTY = settings(max_examples=150, deadline=None, database=None)
 

@@ -16,8 +16,8 @@ from proxy.config import Secret
 from proxy.obs.accounting import Accountant
 from proxy.obs.metrics import ProxyMetrics
 from proxy.obs.pricing import DEFAULT_PRICES, PriceTable
-from proxy.obs.upstream_prices import PRICE_LOADER, UpstreamPrices, parse_model_list
-from proxy.state import ACCOUNTANT
+from proxy.obs.upstream_prices import UpstreamPrices, parse_model_list
+from proxy.state import ACCOUNTANT, PRICE_LOADER
 from tests.fake_upstream import FakeUpstream
 from tests.proxy_harness import ProxyServer, free_port, proxy_settings
 

@@ -11,7 +11,6 @@ is bounded in time.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -20,21 +19,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from redis.exceptions import RedisError
-
 from proxy.budget.errors import budget_exceeded, model_not_priced, rate_limited
 from proxy.budget.plan import plan_reservation
 from proxy.budget.state_store import StateStoreGuard
 from proxy.budget.types import BudgetLedger, BudgetRefusal, Reservation
 from proxy.keys.auth import model_not_allowed, store_unavailable
 from proxy.keys.store import ManagedKey
-from proxy.obs.accounting import Accountant, Usage
+from proxy.obs.accounting import Accountant
 from proxy.obs.metrics import ProxyMetrics
+from proxy.obs.usage import Demand, Usage
+from proxy.storage.base import StoreUnavailable, guarded
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_STORE_ERRORS = (RedisError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +73,9 @@ class BudgetGuard:
 
     async def _call(self, op: str, step: Awaitable[T]) -> T:
         try:
-            async with asyncio.timeout(self.timeout):
+            async with guarded(op, self.timeout):
                 return await step
-        except _STORE_ERRORS:
+        except StoreUnavailable:
             self.metrics.store_errors.labels(op).inc()
             raise
 
@@ -98,18 +96,18 @@ class BudgetGuard:
             return
         try:
             allowed = await self._call("budget", self.ledger.allow_request(key.id, key.rpm))
-        except _STORE_ERRORS:
+        except StoreUnavailable:
             if self._enforced(key):
                 raise store_unavailable("budget") from None
             return
         if not allowed:
             raise rate_limited(key, max(1, 60 - int(self._clock() % 60)))
 
-    async def reserve(self, key: ManagedKey, model: str, raw: bytes, body: Mapping[str, Any]) -> Admitted:
+    async def reserve(self, key: ManagedKey, model: str, demand: Demand) -> Admitted:
         """Set the estimate aside and size the completion bound (429 if even the smallest does
         not fit); unmetered (no reservation, no bound) when the store is down and we fail open."""
         plan = plan_reservation(
-            self.accountant.prices.lookup(model), raw, body, budgeted=key.budget_micro is not None
+            self.accountant.prices.lookup(model), demand, budgeted=key.budget_micro is not None
         )
         try:
             result = await self._call(
@@ -124,7 +122,7 @@ class BudgetGuard:
                     grant=plan.grant,
                 ),
             )
-        except _STORE_ERRORS:
+        except StoreUnavailable:
             log.warning(
                 "budget store unreachable; key %s %s",
                 key.alias,
@@ -165,9 +163,9 @@ class BudgetGuard:
                 await self._settle(reservation, actual, model, tokens, "miss")
             else:
                 await self._call("budget", self.ledger.release(reservation))
-        except _STORE_ERRORS as exc:
+        except StoreUnavailable as exc:
             # The reservation stands and turns into spend when it expires: nothing is lost.
-            log.warning("budget settle failed for key %s: %s", key.alias, type(exc).__name__)
+            log.warning("budget settle failed for key %s: %s", key.alias, type(exc.__cause__).__name__)
             return
         await self.publish(key)
 
@@ -192,21 +190,21 @@ class BudgetGuard:
             return
         try:
             await self._call("budget", self.ledger.release(reservation))
-        except _STORE_ERRORS as exc:
-            log.warning("budget release failed for key %s: %s", key.alias, type(exc).__name__)
+        except StoreUnavailable as exc:
+            log.warning("budget release failed for key %s: %s", key.alias, type(exc.__cause__).__name__)
 
     async def on_hit(self, key: ManagedKey, model: str, usage: Usage, saved_micro: int) -> None:
         """A cache hit: free (recorded as savings) unless ``PROXY_CHARGE_CACHE_HITS``, then charged."""
         if not self.charge_hits:
             # Savings bookkeeping only; the hit is served regardless.
-            with contextlib.suppress(*_STORE_ERRORS):
+            with contextlib.suppress(StoreUnavailable):
                 await self._call("budget", self._charge(key, model, 0, usage, "hit", saved=saved_micro))
             return
         reservation = await self.reserve_exact(key, model, saved_micro)
         if reservation is not None:
             try:
                 await self._settle(reservation, saved_micro, model, usage, "hit")
-            except _STORE_ERRORS:
+            except StoreUnavailable:
                 return
             await self.publish(key)
 
@@ -217,7 +215,7 @@ class BudgetGuard:
                 "budget",
                 self.ledger.reserve(key.id, key.budget_micro, key.period, amount, 60, model=model),
             )
-        except _STORE_ERRORS:
+        except StoreUnavailable:
             if self._enforced(key):
                 raise store_unavailable("budget") from None
             return None
@@ -246,7 +244,7 @@ class BudgetGuard:
             return
         try:
             status = await self._call("budget", self.ledger.status(key.id, key.budget_micro, key.period))
-        except _STORE_ERRORS:
+        except StoreUnavailable:
             return
         self._publish(key, status.spent_micro + status.reserved_micro)
 

@@ -12,31 +12,22 @@ A reservation is a fixed part (prompt, input images, per-request fee) plus compl
   the upstream cannot produce more than was reserved;
 - otherwise (no budget): the typical completion, as bookkeeping; nothing is changed upstream.
 
-Only managed misses come here, never the cache-hit path: the work is one walk over
-``messages`` and, for non-ASCII bodies, one C-speed pass over the bytes.
+The request itself is read by its endpoint into a ``Demand`` (prompt bound, input images,
+choices, the limits the client set); this module only turns a demand and a price into money.
+Only managed misses come here, never the cache-hit path.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
 
 from proxy.budget.types import CompletionGrant
 from proxy.obs.model_price import MICRO_PER_USD, ModelPrice
+from proxy.obs.usage import Demand, positive_int
 
-# Prompt tokens are bounded from the body's bytes (image data URLs excluded, counted per image):
-# at most one token per 3 ASCII bytes and two per 3 non-ASCII bytes. English averages about
-# 4 characters per token in OpenAI's cl100k/o200k and Anthropic's tokenizers, code and digits
-# about 3 (digits are split in groups of at most three); a CJK character is 3 UTF-8 bytes and
-# usually 1 token, rarely 2. bytes/4, the old rule, undercounted CJK by up to 2.7x. An
-# adversarial prompt (one token per byte) can still exceed this bound: that is the estimation
-# error the README's guarantee names, and the settle step charges the real count regardless.
-ASCII_BYTES_PER_TOKEN = 3
-NON_ASCII_TOKENS_PER_3_BYTES = 2
-_ASCII = bytes(range(128))
 # Lua numbers are doubles: integers are exact below 2**53. Keep grant products below 2**52.
 LUA_EXACT_LIMIT = 2**52
 
@@ -50,71 +41,16 @@ class ReservationPlan:
     bound_fields: tuple[str, ...] = ()  # set upstream to the granted units; (): forward untouched
 
 
-def _image_url(part: object) -> str | None:
-    """The URL of an image part (``{"type": "image_url", "image_url": {"url": ...}}``)."""
-    if not isinstance(part, Mapping):
-        return None
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, Mapping) else image
-    return url if isinstance(url, str) else None
-
-
-def count_images(messages: object) -> tuple[int, int]:
-    """Images in the request's messages and the characters of their ``data:`` URLs.
-
-    Both places an image can ride in: ``content`` parts (OpenAI vision input) and an assistant
-    message's ``images`` (an image model's earlier answer sent back to edit it).
-    """
-    count = data_chars = 0
-    if not isinstance(messages, Sequence):
-        return 0, 0
-    for message in messages:
-        if not isinstance(message, Mapping):
-            continue
-        for parts in (message.get("content"), message.get("images")):
-            if not isinstance(parts, list):
-                continue
-            for part in parts:
-                url = _image_url(part)
-                if url is None:
-                    continue
-                count += 1
-                if url.startswith("data:"):
-                    data_chars += len(url)
-    return count, data_chars
-
-
-def prompt_token_bound(raw: bytes, image_chars: int) -> int:
-    """Conservative prompt tokens of a body whose image data URLs span ``image_chars`` bytes."""
-    # Data URLs are base64, all ASCII, so every non-ASCII byte is text.
-    non_ascii = 0 if raw.isascii() else len(raw.translate(None, _ASCII))
-    ascii_text = max(0, len(raw) - image_chars - non_ascii)
-    return -(-ascii_text // ASCII_BYTES_PER_TOKEN) + -(-non_ascii * NON_ASCII_TOKENS_PER_3_BYTES // 3)
-
-
-def _positive_int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
-
-
-def client_limit(body: Mapping[str, Any], model_max: int) -> int | None:
+def client_limit(limits: Mapping[str, object], model_max: int) -> int | None:
     """The completion limit the client asked for, per choice; None when it set none.
 
     A limit field present with a value the upstream will not take (a string, zero) counts as the
     model's maximum: the request is forwarded as sent, so the reservation must cover anything.
     """
-    limits = [body[f] for f in _LIMIT_FIELDS if body.get(f) is not None]
     if not limits:
         return None
-    valid = [_positive_int(value) for value in limits]
+    valid = [positive_int(value) for value in limits.values()]
     return model_max if None in valid else max(v for v in valid if v is not None)
-
-
-def choices(body: Mapping[str, Any]) -> int:
-    """``n``: alternatives generated, each up to the completion limit (invalid counts as 1)."""
-    return _positive_int(body.get("n")) or 1
 
 
 def unit_price(price: ModelPrice, n: int, cap: int) -> tuple[int, int, int]:
@@ -130,19 +66,16 @@ def unit_price(price: ModelPrice, n: int, cap: int) -> tuple[int, int, int]:
     return num, den, cap
 
 
-def plan_reservation(
-    price: ModelPrice | None, raw: bytes, body: Mapping[str, Any], *, budgeted: bool
-) -> ReservationPlan:
+def plan_reservation(price: ModelPrice | None, demand: Demand, *, budgeted: bool) -> ReservationPlan:
     """What to reserve for one managed miss of a model priced ``price`` (None: unpriced)."""
     if price is None:
         return ReservationPlan(0, None)
-    images, image_chars = count_images(body.get("messages"))
     fixed = (
-        prompt_token_bound(raw, image_chars) * price.input_micro_per_token
-        + images * price.micro_per_input_image
+        demand.prompt_tokens * price.input_micro_per_token
+        + demand.input_images * price.micro_per_input_image
         + price.per_request_usd * MICRO_PER_USD
     )
-    limit = client_limit(body, price.max_output_tokens)
+    limit = client_limit(demand.limits, price.max_output_tokens)
     typical = min(price.typical_completion_tokens, price.max_output_tokens)
     if limit is not None:
         floor = cap = min(limit, price.max_output_tokens)
@@ -150,11 +83,11 @@ def plan_reservation(
         floor, cap = typical, price.max_output_tokens
     else:
         floor = cap = typical
-    num, den, cap = unit_price(price, choices(body), cap)
+    num, den, cap = unit_price(price, demand.choices, cap)
     grant = CompletionGrant(min(floor, cap), cap, num, den)
     bound: tuple[str, ...] = ()
-    if budgeted and limit is None:
+    if budgeted and limit is None and demand.boundable:
         bound = (price.max_tokens_param,)
     elif budgeted:
-        bound = tuple(f for f in _LIMIT_FIELDS if (_positive_int(body.get(f)) or 0) > cap)
+        bound = tuple(f for f, value in demand.limits.items() if (positive_int(value) or 0) > cap)
     return ReservationPlan(math.ceil(Fraction(fixed)), grant, bound)

@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from proxy.budget.errors import state_store_unsafe
-from proxy.storage.base import REDIS_FAILURES
+from proxy.storage.base import StoreUnavailable, guarded
 from proxy.storage.cluster import is_cluster_url, open_cluster_client
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class StateStoreGuard:
 
     async def _read(self) -> list[EvictionSettings]:
         assert self.client is not None
-        async with asyncio.timeout(self.timeout):
+        async with guarded("INFO memory", self.timeout):
             if isinstance(self.client, RedisCluster):
                 info = await self.client.info("memory", target_nodes=RedisCluster.PRIMARIES)
             else:
@@ -118,8 +118,8 @@ class StateStoreGuard:
             return True
         try:
             nodes = await self._read()
-        except REDIS_FAILURES as exc:
-            log.debug("state store eviction check failed: %s", type(exc).__name__)
+        except StoreUnavailable as exc:
+            log.debug("state store eviction check failed: %s", type(exc.__cause__).__name__)
             if self.safe is not False:  # an evicting store stays reported as such
                 self.report("unreachable")
             return self.safe

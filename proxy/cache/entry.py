@@ -1,21 +1,24 @@
-"""Stored-entry format: the response with its base64 images cut out, plus where to splice them back.
+r"""Stored-entry format: the response with its base64 payloads cut out, plus where to splice them back.
 
 A cached image response is ~2 MB of JSON, 99% of it base64. We keep the original response bytes
-minus the base64 payloads (the *template*), and each PNG once, as raw bytes, in a
+minus the base64 payloads (the *template*), and each image once, as raw bytes, in a
 content-addressed blob. A hit re-encodes with SIMD base64 straight into the output parts: no JSON
 parsing or re-serialising of megabytes, and the client gets exactly the bytes it got the first time.
 
 The structure is out of band (``LCP2``): each blob reference says where its payload goes both as a
-byte offset in the template (JSON hits) and as a position in the document (choice, image: stream
-replays). Nothing is ever found by searching for a marker or a suffix that content could contain.
-``LCP1`` entries (in-band markers) are not read: they are misses, and overwritten.
+byte offset in the template (JSON hits) and as a position in the document (stream replays). Which
+strings of a document can hold a payload is the endpoint's knowledge: it hands the cache a walk
+(``BlobWalk``) that lists them as ``BlobSlot``\ s in document order; the position it gives each slot
+(chat: choice and image index) is what the entry stores. Nothing is ever found by searching for a
+marker or a suffix that content could contain. ``LCP1`` entries (in-band markers) are not read:
+they are misses, and overwritten.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,23 +27,42 @@ import pybase64
 
 MAGIC = b"LCP2"
 _HEADER = struct.Struct(">4sI")
-# Payloads smaller than this stay inline: a blob round trip costs more than it saves.
+# Payloads smaller than this (counting the 8 characters of a data URL's ";base64," marker, as LCP2
+# always has) stay inline: a blob round trip costs more than it saves.
 MIN_BLOB_BYTES = 1024
+_MARKER_CHARS = len(";base64,")
+
+
+@dataclass(frozen=True, slots=True)
+class BlobSlot:
+    """One string of a document that may hold a base64 payload: ``owner[field]``, from character
+    ``start`` on (after a ``data:...;base64,`` prefix, or 0 for a bare ``b64_json``).
+
+    ``position`` names the slot in the endpoint's walk (chat: choice and image index); a stored
+    reference keeps it, so a replay finds the slot again in the (small) template document.
+    """
+
+    position: tuple[int, int]
+    owner: dict[str, Any]
+    field: str
+    start: int
+
+
+# An endpoint's walk over one of its documents: every slot, in document (= byte) order.
+BlobWalk = Callable[[Mapping[str, Any]], list[BlobSlot]]
 
 
 @dataclass(frozen=True, slots=True)
 class BlobRef:
-    """One image cut out of the template: where it goes, its content address and decoded size.
+    """One payload cut out of the template: where it goes, its content address and decoded size.
 
-    ``offset`` is the splice point in the template bytes; ``choice`` and ``image`` are the
-    positions in ``choices`` and in that choice's ``message.images`` whose URL it completes.
+    ``offset`` is the splice point in the template bytes; ``position`` the slot it completes.
     """
 
     offset: int
     sha256: str
     size: int
-    choice: int
-    image: int
+    position: tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +86,7 @@ class EntryMeta:
                 "p": self.prompt_tokens,
                 "o": self.completion_tokens,
                 "i": self.images,
-                "b": [[b.offset, b.sha256, b.size, b.choice, b.image] for b in self.blobs],
+                "b": [[b.offset, b.sha256, b.size, *b.position] for b in self.blobs],
                 "e": self.expires if self.expires != float("inf") else None,
             }
         )
@@ -79,7 +101,7 @@ class EntryMeta:
             prompt_tokens=int(data["p"]),
             completion_tokens=int(data["o"]),
             images=int(data["i"]),
-            blobs=tuple(BlobRef(int(o), str(s), int(n), int(c), int(i)) for o, s, n, c, i in data["b"]),
+            blobs=tuple(BlobRef(int(o), str(s), int(n), (int(c), int(i))) for o, s, n, c, i in data["b"]),
             expires=float(data["e"]) if data.get("e") is not None else float("inf"),
         )
 
@@ -93,63 +115,24 @@ class SplitResponse:
     blobs: dict[str, bytes]
 
 
-def image_slots(doc: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
-    """``(choice, image, image_url object)`` for every ``choices[].message.images[].image_url``
-    whose ``url`` is a string, in document order (which is also their order in the bytes)."""
-    slots: list[tuple[int, int, dict[str, Any]]] = []
-    choices = doc.get("choices")
-    for choice_pos, choice in enumerate(choices if isinstance(choices, list) else ()):
-        message = choice.get("message") if isinstance(choice, dict) else None
-        images = message.get("images") if isinstance(message, dict) else None
-        for image_pos, image in enumerate(images if isinstance(images, list) else ()):
-            owner = image.get("image_url") if isinstance(image, dict) else None
-            if isinstance(owner, dict) and isinstance(owner.get("url"), str):
-                slots.append((choice_pos, image_pos, owner))
-    return slots
-
-
-def image_owner(doc: dict[str, Any], ref: BlobRef) -> dict[str, Any] | None:
-    """The ``image_url`` object at ``ref``'s position, if the document has one there."""
-    for choice, image, owner in image_slots(doc):
-        if (choice, image) == (ref.choice, ref.image):
-            return owner
-    return None
-
-
-def image_urls(doc: dict[str, Any]) -> list[str]:
-    """Every ``choices[].message.images[].image_url.url`` in document order."""
-    return [owner["url"] for _, _, owner in image_slots(doc)]
-
-
-def _payload(url: str) -> tuple[bytes, bytes] | None:
-    """Split a data URL into (prefix up to ``base64,``, payload) when the payload is canonical base64."""
-    if not url.startswith("data:"):
-        return None
-    marker = url.find(";base64,")
-    if marker < 0 or len(url) - marker < MIN_BLOB_BYTES:
-        return None
-    head = url[: marker + 8].encode("ascii", "replace")
-    payload = url[marker + 8 :].encode("ascii", "replace")
-    return head, payload
-
-
-def split_response(raw: bytes, doc: dict[str, Any]) -> SplitResponse:
-    """Cut image payloads out of ``raw`` (the exact bytes sent to the client; ``doc`` is them parsed).
+def split_response(raw: bytes, doc: Mapping[str, Any], walk: BlobWalk) -> SplitResponse:
+    """Cut payloads out of ``raw`` (the exact bytes sent to the client; ``doc`` is them parsed).
 
     Payloads are decoded only when re-encoding reproduces them byte for byte, and the split is
     verified both ways (the bytes rebuild to ``raw``, the template parses to ``doc`` with each cut
-    exactly at its position); anything unusual keeps the response whole, which is always correct.
+    exactly at its slot); anything unusual keeps the response whole, which is always correct.
     """
     parts: list[bytes] = []
     refs: list[BlobRef] = []
     blobs: dict[str, bytes] = {}
     cursor = 0
     template_len = 0
-    for choice, image, owner in image_slots(doc):
-        found = _payload(owner["url"])
-        if found is None:
+    for slot in walk(doc):
+        text: str = slot.owner[slot.field]
+        if len(text) - slot.start + _MARKER_CHARS < MIN_BLOB_BYTES:
             continue
-        head, payload = found
+        head = text[: slot.start].encode("ascii", "replace")
+        payload = text[slot.start :].encode("ascii", "replace")
         try:
             decoded = pybase64.b64decode(payload, validate=True)
         except ValueError:
@@ -163,7 +146,7 @@ def split_response(raw: bytes, doc: dict[str, Any]) -> SplitResponse:
         parts.append(raw[cursor:cut])
         template_len += cut - cursor
         sha = hashlib.sha256(decoded).hexdigest()
-        refs.append(BlobRef(template_len, sha, len(decoded), choice, image))
+        refs.append(BlobRef(template_len, sha, len(decoded), slot.position))
         blobs[sha] = decoded
         cursor = cut + len(payload)
     if not refs:
@@ -171,16 +154,21 @@ def split_response(raw: bytes, doc: dict[str, Any]) -> SplitResponse:
     parts.append(raw[cursor:])
     split = SplitResponse(b"".join(parts), tuple(refs), blobs)
     rebuilt = b"".join(rebuild_parts(split.template, split.refs, [blobs[r.sha256] for r in refs]))
-    if rebuilt != raw or not _cut_in_place(split, doc):
+    if rebuilt != raw or not _cut_in_place(split, doc, walk):
         return SplitResponse(raw, (), {})
     return split
 
 
-def _cut_in_place(split: SplitResponse, doc: dict[str, Any]) -> bool:
-    """Every cut is the payload of the image its reference names, and nothing else was cut.
+def slots_by_position(doc: Mapping[str, Any], walk: BlobWalk) -> dict[tuple[int, int], BlobSlot]:
+    """The slots of ``doc``, found by the position a reference names."""
+    return {slot.position: slot for slot in walk(doc)}
+
+
+def _cut_in_place(split: SplitResponse, doc: Mapping[str, Any], walk: BlobWalk) -> bool:
+    """Every cut is the payload of the slot its reference names, and nothing else was cut.
 
     The first occurrence of a payload in the bytes could be inside some text rather than in the
-    image (an answer quoting a data URL): the template must then not be stored split.
+    slot (an answer quoting a data URL): the template must then not be stored split.
     """
     try:
         cut_doc = orjson.loads(split.template)
@@ -188,14 +176,17 @@ def _cut_in_place(split: SplitResponse, doc: dict[str, Any]) -> bool:
         return False
     if not isinstance(cut_doc, dict):
         return False
+    cut_slots, slots = slots_by_position(cut_doc, walk), slots_by_position(doc, walk)
     for ref in split.refs:
-        cut, original = image_owner(cut_doc, ref), image_owner(doc, ref)
+        cut, original = cut_slots.get(ref.position), slots.get(ref.position)
         if cut is None or original is None:
             return False
-        full: str = original["url"]
-        if not full.startswith(cut["url"]) or len(full) - len(cut["url"]) != -(-ref.size // 3) * 4:
+        full: str = original.owner[original.field]
+        if not full.startswith(cut.owner[cut.field]):
             return False
-        cut["url"] = full
+        if len(full) - len(cut.owner[cut.field]) != -(-ref.size // 3) * 4:
+            return False
+        cut.owner[cut.field] = full
     return bool(cut_doc == doc)
 
 
@@ -234,7 +225,7 @@ def decode_entry(data: bytes) -> tuple[EntryMeta, memoryview]:
     template = view[_HEADER.size + header_len :]
     cursor = 0
     for ref in meta.blobs:
-        if not cursor <= ref.offset <= len(template) or min(ref.size, ref.choice, ref.image) < 0:
+        if not cursor <= ref.offset <= len(template) or min(ref.size, *ref.position) < 0:
             raise ValueError("blob offsets out of order or beyond template")
         cursor = ref.offset
     return meta, template

@@ -9,10 +9,11 @@ any replica is seen within that interval, and nothing is served past its expiry 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from proxy.util.lru import ByteLRU
 
 if TYPE_CHECKING:
     from proxy.cache.response import CachedEntry
@@ -30,47 +31,41 @@ class HotItem:
 
 
 class HotTier:
-    """A byte-bounded LRU of hot entries (``PROXY_HOT_CACHE_BYTES``)."""
+    """The hot entries, in the byte-bounded LRU (``PROXY_HOT_CACHE_BYTES``)."""
 
     def __init__(self, max_bytes: int, revalidate_after: float = 1.0) -> None:
         self.max_bytes = max_bytes
         self.revalidate_after = revalidate_after
-        self.used_bytes = 0
-        self._items: OrderedDict[str, HotItem] = OrderedDict()
+        self._items: ByteLRU[HotItem] = ByteLRU(max_bytes)
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes held right now."""
+        return self._items.used_bytes
 
     def get(self, key: str, now: float) -> HotItem | None:
         """The item if present and not expired (expired ones are dropped)."""
         item = self._items.get(key)
-        if item is None:
+        if item is not None and now >= item.expires:
+            self._items.pop(key)
             return None
-        if now >= item.expires:
-            self.drop(key)
-            return None
-        self._items.move_to_end(key)
         return item
 
     def put(self, key: str, item: HotItem) -> None:
         """Insert, evicting least recently used items past the byte bound."""
         if item.size > self.max_bytes // 4:
             return  # one giant response must not flush everything else
-        self.drop(key)
-        self._items[key] = item
-        self.used_bytes += item.size
-        while self.used_bytes > self.max_bytes:
-            oldest = next(iter(self._items))
-            self.drop(oldest)
+        self._items.put(key, item, item.size)
 
     def drop(self, key: str) -> None:
         """Forget ``key``."""
-        item = self._items.pop(key, None)
-        if item is not None:
-            self.used_bytes -= item.size
+        self._items.pop(key)
 
     def drop_matching(self, predicate: Callable[[str], object]) -> int:
         """Forget every key ``predicate`` accepts (local half of a purge)."""
         doomed = [k for k in self._items if predicate(k)]
         for key in doomed:
-            self.drop(key)
+            self._items.pop(key)
         return len(doomed)
 
     def __len__(self) -> int:

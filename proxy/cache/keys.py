@@ -1,4 +1,10 @@
-"""Pure cache-key computation: canonical JSON of the output-affecting request fields, hashed."""
+"""Which entry a request maps to (pure): the namespace rules and the canonical digest.
+
+Namespaces are the one place tenancy is decided: a pass-through bearer's ``k-<hash>``, a managed
+key's ``m-<id>`` or the ``n-<name>`` it shares, or ``shared``, each optionally with an
+``X-Cache-Namespace`` sub-namespace. The digest is sha256 over canonical JSON of the fields that
+can change an answer.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+
+from proxy.config import CacheScope, hash_secret
+from proxy.keys.settings import ManagedKey
 
 KEY_VERSION = "v1"
 
@@ -89,10 +98,13 @@ def canonical_request(body: Mapping[str, Any]) -> bytes:
         ).encode("utf-8")
 
 
-def cache_hash(body: Mapping[str, Any], namespace: str) -> str:
-    """The entry's identity: sha256 over version, namespace and the canonical request."""
+def cache_hash(body: Mapping[str, Any], namespace: str, scope: str = "") -> str:
+    """The entry's identity: sha256 over version, namespace, the endpoint's ``scope`` and the
+    canonical request. Chat's scope is "" and leaves the v1 keys exactly as they always were."""
     digest = hashlib.sha256()
     digest.update(f"{KEY_VERSION}\x00{namespace}\x00".encode())
+    if scope:
+        digest.update(f"{scope}\x00".encode())
     digest.update(canonical_request(body))
     return digest.hexdigest()
 
@@ -111,4 +123,31 @@ def safe_namespace(raw: str) -> str:
 
 def bearer_namespace(bearer: str) -> str:
     """Per-tenant namespace derived from the caller's secret; the secret itself is never stored."""
-    return "k-" + hashlib.sha256(bearer.encode("utf-8")).hexdigest()[:32]
+    return "k-" + hash_secret(bearer)[:32]
+
+
+def passthrough_namespace(scope: CacheScope, bearer: str | None, requested: str | None) -> str | None:
+    """Where a pass-through caller's entries live; None means the request is not cached at all.
+
+    A request without a bearer never gets or makes cached answers: nothing would stop it from
+    reading what a paying tenant stored.
+    """
+    if bearer is None:
+        return None
+    base = "shared" if scope == "shared" else bearer_namespace(bearer)
+    return f"{base}.{safe_namespace(requested)}" if requested else base
+
+
+def managed_namespace(key: ManagedKey, scope: CacheScope, requested: str | None) -> str:
+    """Cache namespace of a managed key: its own, or the one it names (shared with every key naming it).
+
+    The ``m-``/``n-`` prefixes keep managed namespaces apart from pass-through ones (``k-<hash>``);
+    ``safe_namespace`` never returns a ``.``, so ``m-a.b`` is always key ``a`` + sub-namespace ``b``.
+    """
+    if scope == "shared":
+        base = "shared"
+    elif key.cache_namespace:
+        base = "n-" + safe_namespace(key.cache_namespace)
+    else:
+        base = "m-" + safe_namespace(key.id)
+    return f"{base}.{safe_namespace(requested)}" if requested else base

@@ -1,29 +1,41 @@
-"""The response cache: entries (template + meta) and content-addressed image blobs in a ByteStore."""
+"""The response cache: lookup, store and purge of complete answers, and the writes still pending.
+
+It owns the entry format (``cache.entry``): callers hand it a response as the client got it
+(``put(key, raw, doc, ...)``) and get entries back; they never build a store key beyond
+``entry_key`` or split a payload. The endpoint's walk (``BlobWalk``) says where payloads may sit.
+
+Keys: ``{prefix}:r1:{namespace}:{digest}`` for entries, ``{prefix}:blob:{sha256}:{i}`` for blob
+chunks (docs/architecture.md lists every key with its TTL).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
-import pybase64
 
 from proxy.cache.entry import (
+    BlobWalk,
     EntryMeta,
-    SplitResponse,
     decode_entry,
     encode_entry,
-    image_owner,
-    image_urls,
     rebuild_parts,
+    slots_by_position,
+    split_response,
 )
 from proxy.cache.hot import HotItem, HotTier
-from proxy.storage.base import ByteStore, StoreError
-from proxy.upstream.sse import replay_chunks, sse
+from proxy.cache.replay import Holes, ReplayEvent, replay_parts
+from proxy.obs.usage import Usage
+from proxy.storage.base import ByteStore, StoreUnavailable
+from proxy.util.tasks import TaskSet
+
+log = logging.getLogger(__name__)
 
 # Blobs are stored in chunks that fill one jemalloc size class exactly (256 KiB, less room for
 # Redis' string header). Stored whole, a 1.26 MB PNG would occupy a 1.5 MiB allocation (+19%);
@@ -49,90 +61,48 @@ class CachedEntry:
         """Whole seconds since the entry was stored (the ``Age`` header)."""
         return max(0, int(now - self.meta.created))
 
-    def body_parts(self) -> list[bytes | memoryview]:
-        """The exact JSON body first sent to a client, as parts ready to write."""
-        return list(rebuild_parts(self.template, self.meta.blobs, self.blobs))
-
     def json_body(self) -> bytes:
         """The exact JSON body first sent to a client, in one piece."""
         if self.body is not None:
             return self.body
-        return b"".join(self.body_parts())
+        return b"".join(rebuild_parts(self.template, self.meta.blobs, self.blobs))
 
     def document(self) -> dict[str, Any]:
-        """The response with image payloads still cut out (cheap: the template is small)."""
+        """The response with its payloads still cut out (cheap: the template is small)."""
         doc: dict[str, Any] = orjson.loads(self.template)
         return doc
 
-    def sse_parts(self, include_usage: bool) -> Iterator[bytes]:
-        """The entry replayed as OpenAI SSE, images spliced in by position without re-parsing them.
-
-        Parts are written as they come, so an event may span several: each ~2 MB base64 image is
-        yielded on its own, as encoded, instead of being copied into a joined event and again
-        into its ``data: ...\n\n`` framing (three 2 MB copies per streamed image hit).
+    def sse_parts(
+        self, walk: BlobWalk, replay: Callable[[dict[str, Any]], Iterable[ReplayEvent]]
+    ) -> Iterator[bytes]:
+        """The entry replayed as server-sent events (``replay`` is the endpoint's, over the template
+        document), each payload spliced back into the slot ``walk`` finds at its position.
 
         The references are checked against the template before anything is returned (a
         ``ValueError`` means the entry is corrupt and nothing was sent yet).
         """
         doc = self.document()
-        holes: dict[int, bytes] = {}
+        slots = slots_by_position(doc, walk) if self.meta.blobs else {}
+        holes: Holes = {}
         for ref, blob in zip(self.meta.blobs, self.blobs, strict=True):
-            owner = image_owner(doc, ref)
-            if owner is None:
-                raise ValueError(f"entry {self.key}: no image at choice {ref.choice}, image {ref.image}")
-            holes[id(owner)] = blob
-        return _replay(doc, holes, include_usage)
+            slot = slots.get(ref.position)
+            if slot is None:
+                raise ValueError(f"entry {self.key}: no slot at position {ref.position}")
+            holes[id(slot.owner)] = (slot.field, blob)
+        return replay_parts(replay(doc), holes)
 
 
-def _replay(doc: dict[str, Any], holes: dict[int, bytes], include_usage: bool) -> Iterator[bytes]:
-    """SSE events of ``doc``; an image chunk whose ``image_url`` object is a hole gets its payload.
+class EntryIndex(Protocol):
+    """Told about entries as they are stored, served and purged (issue 14: the console's index of
+    cached images, newest first with model, size and hit count, without a SCAN per page)."""
 
-    ``replay_chunks`` puts the document's own ``image_url`` objects into its image chunks, so an
-    image is recognised by identity: no content is ever searched for a marker.
-    """
-    for chunk in replay_chunks(doc, include_usage):
-        owner = _chunk_image_url(chunk)
-        blob = holes.get(id(owner)) if owner is not None else None
-        if owner is None or blob is None:
-            yield sse(orjson.dumps(chunk))
-            continue
-        head, tail = _split_after_url(chunk, owner)
-        yield b"data: " + head
-        yield pybase64.b64encode(blob)
-        yield tail + b"\n\n"
-    yield sse(b"[DONE]")
-
-
-def _chunk_image_url(chunk: dict[str, Any]) -> dict[str, Any] | None:
-    """The ``image_url`` object of an image chunk (``replay_chunks`` sends one image per chunk)."""
-    for choice in chunk.get("choices") or ():
-        for image in (choice.get("delta") or {}).get("images") or ():
-            owner = image.get("image_url") if isinstance(image, dict) else None
-            return owner if isinstance(owner, dict) else None
-    return None
-
-
-def _split_after_url(chunk: dict[str, Any], owner: dict[str, Any]) -> tuple[bytes, bytes]:
-    """The serialised chunk, cut where ``owner``'s URL text ends: where the payload belongs.
-
-    Found from the structure, never by searching: the chunk is serialised a second time with one
-    more character at the end of that URL, and the first byte where the two differ is the end of
-    the URL's text (base64 needs no JSON escaping, so the payload goes there as it is).
-    """
-    url = owner["url"]
-    plain = orjson.dumps(chunk)
-    owner["url"] = url + "A"
-    longer = orjson.dumps(chunk)
-    owner["url"] = url
-    end = next(i for i, (a, b) in enumerate(zip(plain, longer, strict=False)) if a != b)
-    return plain[:end], plain[end:]
+    def stored(self, entry: CachedEntry, size: int) -> None: ...
+    def served(self, key: str) -> None: ...
+    def removed(self, keys: Iterable[str]) -> None: ...
 
 
 class ResponseCache:
-    """Looks up and stores complete chat completion responses.
-
-    Keys: ``{prefix}:r1:{namespace}:{hash}`` for entries, ``{prefix}:blob:{sha256}`` for PNG bytes.
-    """
+    """Looks up and stores complete responses; tracks its own writes still in progress."""
 
     def __init__(
         self,
@@ -140,48 +110,69 @@ class ResponseCache:
         prefix: str,
         clock: Callable[[], float] = time.time,
         hot: HotTier | None = None,
+        *,
+        max_entry_bytes: int = 32 * 1024 * 1024,
+        store_timeout: float = 0.25,
+        on_store_error: Callable[[str], None] = lambda _op: None,
+        index: EntryIndex | None = None,
     ) -> None:
         self.store = store
         self.prefix = prefix
         self.clock = clock
         self.hot = hot
+        self.max_entry_bytes = max_entry_bytes
+        self.store_timeout = store_timeout
+        self.on_store_error = on_store_error  # counts a failed write ("set") as a metric
+        self.index = index
+        self.writes = TaskSet("background store(s)")  # answers sent, entries not stored yet
 
     def entry_key(self, namespace: str, digest: str) -> str:
-        """Redis key of an entry."""
+        """Store key of an entry."""
         return f"{self.prefix}:r1:{namespace}:{digest}"
 
     def blob_keys(self, sha256: str, size: int) -> list[str]:
-        """Redis keys of an image blob's chunks (see ``BLOB_CHUNK_BYTES``)."""
+        """Store keys of a blob's chunks (see ``BLOB_CHUNK_BYTES``)."""
         count = max(1, -(-size // BLOB_CHUNK_BYTES))
         return [f"{self.prefix}:blob:{sha256}:{index}" for index in range(count)]
 
-    async def lookup(  # noqa: PLR0911 - each early return is one documented way an entry is unusable
-        self,
-        key: str,
-        max_age: int | None = None,
-        fetch: Callable[[str], Awaitable[bytes | None]] | None = None,
-    ) -> CachedEntry | None:
-        """The entry under ``key`` if complete, unexpired and young enough.
+    def fresh(self, key: str, max_age: int | None) -> CachedEntry | None:
+        """The hot entry under ``key`` if it was confirmed within ``revalidate_after``: no I/O.
 
-        Corrupt or orphaned records are dropped. A hot entry confirmed within the last
-        ``revalidate_after`` seconds is served without touching the store; an older one costs a
-        GET of the small entry record (never the blobs) to confirm it is still the stored one.
-        ``fetch`` replaces that GET (single flight reads the record and takes its lock in one go).
+        This is the hot path: a hot image hit is served from here without touching the store.
+        """
+        if self.hot is None:
+            return None
+        now = self.clock()
+        hot = self.hot.get(key, now)
+        if hot is None or now - hot.validated_at >= self.hot.revalidate_after:
+            return None
+        return self._young(hot.entry, max_age, now)
+
+    async def lookup(self, key: str, max_age: int | None = None) -> CachedEntry | None:
+        """The entry under ``key`` if complete, unexpired and young enough (raises StoreUnavailable)."""
+        entry = self.fresh(key, max_age)
+        if entry is not None:
+            return entry
+        return await self.open(key, await self.store.get(key), max_age)
+
+    async def open(self, key: str, record: bytes | None, max_age: int | None) -> CachedEntry | None:
+        """The entry a record just read under ``key`` stands for (None: there was none).
+
+        Corrupt or orphaned records are dropped. A hot entry older than ``revalidate_after`` is
+        served again when the record is still the one it was built from (a GET of the small
+        record, never the blobs, confirms it); otherwise the blobs are read in one MGET.
         """
         now = self.clock()
         hot = self.hot.get(key, now) if self.hot is not None else None
-        if hot is not None and self.hot is not None and now - hot.validated_at < self.hot.revalidate_after:
-            return _young(hot.entry, max_age, now)
-        raw = await (fetch or self.store.get)(key)
-        if raw is None:
+        if record is None:
             if hot is not None and self.hot is not None:
                 self.hot.drop(key)  # purged or expired elsewhere
             return None
-        if hot is not None and raw == hot.record:
+        if hot is not None and record == hot.record:
             hot.validated_at = now
-            return _young(hot.entry, max_age, now)
+            return self._young(hot.entry, max_age, now)
         try:
-            meta, template = decode_entry(raw)
+            meta, template = decode_entry(record)
         except ValueError:
             await self.store.delete([key])
             return None
@@ -193,8 +184,16 @@ class ResponseCache:
             if len(blobs) != len(meta.blobs):
                 await self.store.delete([key])  # a blob was evicted: the entry can't be rebuilt
                 return None
-        entry = self._remember(key, raw, CachedEntry(key, meta, template, blobs), now)
-        return _young(entry, max_age, now)
+        entry = self._remember(key, record, CachedEntry(key, meta, template, blobs), now)
+        return self._young(entry, max_age, now)
+
+    def _young(self, entry: CachedEntry, max_age: int | None, now: float) -> CachedEntry | None:
+        """``Cache-Control: max-age`` from the client: older entries are not acceptable to it."""
+        if not entry.young_enough(max_age, now):
+            return None
+        if self.index is not None:
+            self.index.served(entry.key)
+        return entry
 
     async def _read_blobs(self, meta: EntryMeta) -> tuple[bytes, ...]:
         """Every blob of an entry in one MGET; fewer blobs than refs means one is incomplete."""
@@ -223,29 +222,81 @@ class ResponseCache:
         self.hot.put(key, HotItem(record, ready, size, entry.meta.expires, now))
         return ready
 
-    async def put(self, key: str, split: SplitResponse, meta: EntryMeta, ttl: int) -> CachedEntry:
-        """Store blobs first, then the entry (a reader never sees an entry without its blobs).
+    async def put(
+        self, key: str, raw: bytes, doc: Mapping[str, Any], *, ttl: int, walk: BlobWalk, usage: Usage
+    ) -> CachedEntry | None:
+        """Store a complete response (``raw`` as the client got it, ``doc`` parsed): blobs first, then
+        the entry, so a reader never sees an entry without its blobs.
 
-        Returns the stored entry, ready to serve (e.g. to coalesced followers).
+        Returns the stored entry, ready to serve (e.g. to coalesced followers); None when the
+        response is over ``max_entry_bytes`` or the store failed (counted, logged, never raised:
+        the client has its answer either way).
         """
-        meta = dataclasses.replace(meta, expires=meta.created + ttl)
+        if len(raw) > self.max_entry_bytes:
+            return None
+        split = split_response(raw, doc, walk)
+        created = self.clock()
+        meta = EntryMeta(
+            created=created,
+            model=str(doc.get("model", "")),
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            images=usage.images,
+            blobs=split.refs,
+            expires=created + ttl,
+        )
         chunks: list[tuple[str, bytes]] = []
         for sha, data in split.blobs.items():
             for index, chunk_key in enumerate(self.blob_keys(sha, len(data))):
                 chunks.append((chunk_key, data[index * BLOB_CHUNK_BYTES : (index + 1) * BLOB_CHUNK_BYTES]))
-        await self.store.put_blobs(chunks, ttl)
         encoded = encode_entry(meta, split.template)
-        await self.store.set(key, encoded, ttl)
+        try:
+            await self.store.put_blobs(chunks, ttl)
+            await self.store.set(key, encoded, ttl)
+        except StoreUnavailable as exc:
+            log.warning("cache store failed: %s", exc)
+            self.on_store_error("set")
+            return None
         blobs = tuple(split.blobs[ref.sha256] for ref in split.refs)
-        entry = CachedEntry(key, meta, memoryview(split.template), blobs)
-        return self._remember(key, encoded, entry, self.clock())
+        entry = self._remember(
+            key, encoded, CachedEntry(key, meta, memoryview(split.template), blobs), created
+        )
+        if self.index is not None:
+            self.index.stored(entry, len(encoded) + sum(len(data) for data in split.blobs.values()))
+        return entry
+
+    def put_behind(
+        self,
+        key: str,
+        raw: bytes,
+        doc: Mapping[str, Any],
+        *,
+        ttl: int,
+        walk: BlobWalk,
+        usage: Usage,
+        then: Callable[[CachedEntry | None], Awaitable[None]],
+    ) -> None:
+        """``put`` after the response went out, then ``then(entry)`` (e.g. end the flight with it).
+
+        The write is this cache's until ``then`` returns: ``writes.drain`` (a purge, shutdown)
+        waits for it.
+        """
+
+        async def write() -> None:
+            entry = None
+            try:
+                entry = await self.put(key, raw, doc, ttl=ttl, walk=walk, usage=usage)
+            finally:
+                await then(entry)
+
+        self.writes.start(write())
 
     async def purge_namespace(self, namespace: str) -> int:
         """Delete the entries of ``namespace`` and of its ``X-Cache-Namespace`` sub-namespaces.
 
         Matched literally: an entry belongs to ``N`` iff its key is exactly ``{p}:r1:N:<digest>``
         or ``{p}:r1:N.<sub>:<digest>`` (namespaces never contain ``:`` or ``.``, see
-        ``cache_key.safe_namespace``), so ``*`` is just a name and ``team`` is not ``team:x``.
+        ``cache.keys.safe_namespace``), so ``*`` is just a name and ``team`` is not ``team:x``.
         Blobs expire on their own.
         """
         base = self.entry_key(namespace, "")[:-1]
@@ -261,30 +312,17 @@ class ResponseCache:
         return await self._purge_under(f"{self.prefix}:r1:", lambda key: key.endswith(":" + digest))
 
     async def _purge_under(self, prefix: str, belongs: Callable[[str], object]) -> int:
-        """Delete the entries under ``prefix`` (a literal prefix, also in SCAN) that ``belongs`` accepts."""
+        """Delete the entries under ``prefix`` (a literal prefix, also in SCAN) that ``belongs`` accepts.
+
+        Answers already sent may still be on their way into the store: the purge waits for this
+        replica's pending writes first (each step of one is bounded by a few store timeouts).
+        """
+        await self.writes.drain(max(self.store_timeout * 16, 5.0))
         if self.hot is not None:
             # Every replica's hot copy: ours now, the others' on their next revalidation.
             self.hot.drop_matching(lambda key: key.startswith(prefix) and belongs(key))
         keys = [key for key in await self.store.keys_with_prefix(prefix) if belongs(key)]
-        return await self.store.delete(keys) if keys else 0
-
-
-def _young(entry: CachedEntry, max_age: int | None, now: float) -> CachedEntry | None:
-    """``Cache-Control: max-age`` from the client: older entries are not acceptable to it."""
-    return entry if entry.young_enough(max_age, now) else None
-
-
-def meta_for(doc: dict[str, Any], split: SplitResponse, created: float) -> EntryMeta:
-    """Entry meta from a complete response document."""
-    usage = doc.get("usage") or {}
-    return EntryMeta(
-        created=created,
-        model=str(doc.get("model", "")),
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        images=len(image_urls(doc)),
-        blobs=split.refs,
-    )
-
-
-__all__ = ["CachedEntry", "ResponseCache", "StoreError", "meta_for"]
+        deleted = await self.store.delete(keys) if keys else 0
+        if keys and self.index is not None:
+            self.index.removed(keys)
+        return deleted

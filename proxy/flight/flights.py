@@ -11,17 +11,17 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from proxy.cache.response import CachedEntry
 from proxy.flight.redis import RedisFlights
-from proxy.flight.results import RETRY, FlightResult, Leadership, LockTicket
-from proxy.storage.base import REDIS_FAILURES, guarded
+from proxy.flight.results import RETRY, Claim, FlightResult, Leadership
+from proxy.storage.base import StoreUnavailable, guarded
+from proxy.util.tasks import TaskSet, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RETRY", "FlightResult", "Leadership", "LockTicket", "RedisFlights", "SingleFlight", "listening"]
+__all__ = ["RETRY", "Claim", "FlightResult", "Leadership", "RedisFlights", "SingleFlight", "listening"]
 
 
 class SingleFlight:
@@ -32,45 +32,42 @@ class SingleFlight:
         self.max_wait = max_wait
         self.store_timeout = store_timeout
         self._local: dict[str, Leadership] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        # Lock releases and outcome announcements still on their way to Redis (stores in
+        # progress are the cache's: ``ResponseCache.writes``).
+        self.announcements = TaskSet("flight announcement(s)")
 
-    def fetcher(self, digest: str, ticket: LockTicket) -> Callable[[str], Awaitable[bytes | None]] | None:
-        """A cache-record reader that also takes the flight's Redis lock when there is no record.
+    @property
+    def claims(self) -> bool:
+        """Whether ``claim`` can read an entry record and take the lock in one round trip (plain
+        Redis only: on a Cluster the record and the lock live in different slots)."""
+        return self.remote is not None and not self.remote.cluster
 
-        A miss then costs one round trip instead of two (read, then lock); ``join`` picks the lock
-        up from ``ticket``. Only the caller that will ``join`` may use it. Plain Redis only: on a
-        Cluster the record and the lock live in different slots.
-        """
-        remote = self.remote
-        if remote is None or remote.cluster:
-            return None
-
-        async def fetch(key: str) -> bytes | None:
-            async with guarded("GET", self.store_timeout):
-                record, ticket.token = await remote.get_or_lock(digest, key)
-            return record
-
-        return fetch
+    async def claim(self, digest: str, entry_key: str) -> Claim:
+        """The entry record under ``entry_key``, or the flight's lock when there is none, in one
+        round trip (raises StoreUnavailable). Only a caller that will ``join`` on a miss may claim."""
+        assert self.remote is not None
+        async with guarded("GET", self.store_timeout):
+            record, token = await self.remote.get_or_lock(digest, entry_key)
+        return Claim(record, token)
 
     async def join(
         self,
         digest: str,
         entry_key: str,
         lookup: Callable[[], Awaitable[CachedEntry | None]],
-        ticket: LockTicket | None = None,
+        token: str | None = None,
     ) -> Leadership | FlightResult:
         """Either lead (go upstream, then ``finish``) or get the leader's result.
 
         ``lookup`` re-reads the cache after a remote leader announced it stored the answer;
-        ``ticket`` carries a lock already taken by ``fetcher``.
+        ``token`` is a lock ``claim`` already took.
         """
         deadline = time.monotonic() + self.max_wait
-        token = ticket.token if ticket is not None else None
         while True:
             local = self._local.get(digest)
             if local is not None:
                 if token is not None:  # a local leader without the lock (it led alone): let it go
-                    self.background(self._unlock(digest, token))
+                    self.announcements.start(self._unlock(digest, token))
                     token = None
                 late = local.answered
                 result = await asyncio.shield(local.future)
@@ -116,7 +113,7 @@ class SingleFlight:
                 leadership.heartbeat = asyncio.create_task(self.remote.keep_alive(digest, token))
                 return leadership
             result = await self.remote.wait(digest, max(0.0, deadline - time.monotonic()))
-        except REDIS_FAILURES as exc:
+        except StoreUnavailable as exc:
             log.warning("flight lock unavailable, leading alone: %r", exc)
             return leadership
         if result is not None and result.kind == "error":
@@ -144,20 +141,7 @@ class SingleFlight:
         if announcing:
             # In the background: local followers already have the result, and the leader's own
             # client need not wait a Redis round trip for other replicas to hear about it.
-            self.background(self._announce(leadership, result))
-
-    def background(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run flight work after the response (kept referenced, and awaited at shutdown)."""
-        task = asyncio.create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
-
-    def _background_done(self, task: asyncio.Task[None]) -> None:
-        # Every expected failure is handled inside the work; anything else is logged here
-        # rather than as "Task exception was never retrieved" whenever the task is collected.
-        self._background.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None:
-            log.error("background flight work failed", exc_info=error)
+            self.announcements.start(self._announce(leadership, result))
 
     def _forget(self, leadership: Leadership) -> None:
         if self._local.get(leadership.digest) is leadership:
@@ -168,37 +152,15 @@ class SingleFlight:
         assert leadership.token is not None
         try:
             await self.remote.announce(leadership.digest, leadership.token, result)
-        except REDIS_FAILURES as exc:
+        except StoreUnavailable as exc:
             log.warning("could not announce flight outcome: %r", exc)
         finally:
             self._forget(leadership)
 
     async def _unlock(self, digest: str, token: str) -> None:
         assert self.remote is not None
-        with contextlib.suppress(*REDIS_FAILURES):
+        with contextlib.suppress(StoreUnavailable):
             await self.remote.unlock(digest, token)
-
-    async def drain(self, seconds: float) -> bool:
-        """Wait up to ``seconds`` for background stores and announcements (a purge or a
-        shutdown must not strand followers); whether they all finished."""
-        deadline = time.monotonic() + seconds
-        while self._background:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            await asyncio.wait(set(self._background), timeout=left)
-        return True
-
-    async def abandon(self, seconds: float) -> None:
-        """Cancel background work still running (at shutdown, after ``drain``): every step of it
-        is bounded, so this only happens when Redis stalls, and must not hold the process."""
-        pending = set(self._background)
-        if not pending:
-            return
-        log.warning("shutdown: cancelling %d background store(s) that did not finish", len(pending))
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending, timeout=seconds)
 
 
 @contextlib.asynccontextmanager
@@ -210,30 +172,10 @@ async def listening(flights: SingleFlight, grace: float) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        if not await flights.drain(grace):
-            await flights.abandon(1.0)
+        if not await flights.announcements.drain(grace):
+            await flights.announcements.abandon(1.0)
         if task is not None:
             if not await cancel_and_wait(task, max(1.0, grace)):
                 log.warning("shutdown: the flight listener did not stop within %.1f s", max(1.0, grace))
             elif not task.cancelled() and (error := task.exception()) is not None:
                 log.warning("the flight listener had failed: %r", error)
-
-
-async def cancel_and_wait(task: asyncio.Task[Any], seconds: float) -> bool:
-    """Cancel ``task`` until it ends, for at most ``seconds``; whether it ended.
-
-    One ``cancel()`` is not always enough: redis-py's connection handshake sends its commands
-    through ``asyncio.wait_for``, which on Python 3.11 swallows a cancellation that arrives just as
-    the inner call completes (CPython gh-86296, fixed in 3.12). A listener cancelled while it
-    (re)connects then carries on reading its subscription forever; cancelling again reaches it.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while True:
-        task.cancel()
-        left = deadline - loop.time()
-        done, _ = await asyncio.wait({task}, timeout=max(0.0, min(0.1, left)))
-        if done:
-            return True
-        if left <= 0.1:
-            return False

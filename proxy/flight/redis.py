@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from proxy.flight.results import RETRY, FlightResult
-from proxy.storage.base import REDIS_FAILURES
+from proxy.storage.base import StoreUnavailable, guarded
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +123,10 @@ class RedisFlights:
         """
         token = secrets.token_hex(8)
         if self.cluster:
-            async with asyncio.timeout(self.op_timeout):
+            async with guarded("flight", self.op_timeout):
                 taken = await self.client.set(self.lock_key(digest), token, nx=True, px=self.lock_ms)
             return (token if taken else None), False
-        async with asyncio.timeout(self.op_timeout):
+        async with guarded("flight", self.op_timeout):
             state = int(await self._lock(keys=[self.lock_key(digest), entry_key], args=[token, self.lock_ms]))
         return (token if state else None), state == 2
 
@@ -143,22 +143,22 @@ class RedisFlights:
 
     async def unlock(self, digest: str, token: str) -> None:
         """Drop a lock we hold without announcing anything."""
-        async with asyncio.timeout(self.op_timeout):
+        async with guarded("flight", self.op_timeout):
             await self._unlock(keys=[self.lock_key(digest)], args=[token])
 
     async def keep_alive(self, digest: str, token: str) -> None:
         """Refresh the lock while the generation runs, so a slow image never looks abandoned."""
         while True:
             await asyncio.sleep(self.lock_ms / 3000)
-            with contextlib.suppress(*REDIS_FAILURES):
-                async with asyncio.timeout(self.op_timeout):
+            with contextlib.suppress(StoreUnavailable):
+                async with guarded("flight", self.op_timeout):
                     await self._refresh(keys=[self.lock_key(digest)], args=[token, self.lock_ms])
 
     async def announce(self, digest: str, token: str, result: FlightResult) -> None:
         """Publish the outcome and drop the lock (errors first, so followers can read them)."""
         kind = "stored" if result.kind == "entry" else result.kind
         payload = f"{result.status}\n".encode() + result.body if result.kind == "error" else b""
-        async with asyncio.timeout(self.op_timeout):
+        async with guarded("flight", self.op_timeout):
             await self._announce(
                 keys=[self.lock_key(digest), self.error_key(digest), self.waiters_key(digest)],
                 args=[token, self.channel, f"{digest} {kind}", payload],
@@ -171,7 +171,7 @@ class RedisFlights:
             future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(digest, []).append(future)
             try:
-                async with asyncio.timeout(self.op_timeout):
+                async with guarded("flight", self.op_timeout):
                     pttl = int(
                         await self._wait(
                             keys=[self.lock_key(digest), self.waiters_key(digest)], args=[_WAITER_GRACE_MS]
@@ -192,7 +192,7 @@ class RedisFlights:
 
     async def _result(self, digest: str, kind: bytes) -> FlightResult:
         if kind == b"error":
-            async with asyncio.timeout(self.op_timeout):
+            async with guarded("flight", self.op_timeout):
                 raw = await self.client.get(self.error_key(digest))
             if isinstance(raw, bytes) and raw:
                 status, _, body = raw.partition(b"\n")
@@ -205,7 +205,7 @@ class RedisFlights:
         while True:
             client = self.subscriber() if self.subscriber is not None else self.client
             try:
-                async with client.pubsub() as pubsub:
+                async with guarded("flight listener", None), client.pubsub() as pubsub:
                     await pubsub.subscribe(self.channel)
                     async for message in pubsub.listen():
                         if message.get("type") != "message":
@@ -214,13 +214,13 @@ class RedisFlights:
                         for future in self._waiters.pop(digest.decode(), []):
                             if not future.done():
                                 future.set_result(kind)
-            except REDIS_FAILURES as exc:
+            except StoreUnavailable as exc:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     # redis-py can surface our cancellation as a ConnectionError (seen with 8.1 when
                     # the app stops right after starting): reconnecting would never let shutdown end.
                     raise asyncio.CancelledError from exc
-                log.debug("flight listener reconnecting: %r", exc)
+                log.debug("flight listener reconnecting: %r", exc.__cause__)
                 await asyncio.sleep(1.0)
             finally:
                 if client is not self.client:

@@ -38,8 +38,14 @@ class Leadership:
     done: bool = field(default=False)
 
 
-@dataclass(slots=True)
-class LockTicket:
-    """A flight lock taken while reading the cache (``SingleFlight.fetcher``), handed to ``join``."""
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What one round trip to Redis found: the entry record, or (none) whether we now lead.
 
+    ``SingleFlight.claim`` reads the record and, only when there is none, takes the flight's lock
+    in the same script, so a miss costs one round trip instead of two. ``token`` is the lock taken
+    (hand it to ``join``); None with no record means another replica leads.
+    """
+
+    record: bytes | None
     token: str | None = None

@@ -9,18 +9,15 @@ so a revoked key is refused by every replica on its very next request.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
+import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from redis.exceptions import RedisError
-
-from proxy.cache.keys import safe_namespace
-from proxy.config import CacheScope, Settings
+from proxy.config import Secret, Settings, hash_secret
 from proxy.errors import ProxyError
 from proxy.keys.store import SECRET_PREFIX, KeyStore, ManagedKey, StaticKey
+from proxy.storage.base import StoreUnavailable, guarded
 
 log = logging.getLogger(__name__)
 
@@ -59,24 +56,22 @@ def store_unavailable(what: str) -> ProxyError:
     )
 
 
-def managed_namespace(key: ManagedKey, scope: CacheScope, requested: str | None) -> str:
-    """Cache namespace of a managed key: its own, or the one it names (shared with every key naming it).
-
-    The ``m-``/``n-`` prefixes keep managed namespaces apart from pass-through ones (``k-<hash>``).
-    """
-    if scope == "shared":
-        base = "shared"
-    elif key.cache_namespace:
-        base = "n-" + _dotless(key.cache_namespace)
-    else:
-        base = "m-" + _dotless(key.id)
-    return f"{base}.{safe_namespace(requested)}" if requested else base
+def bearer_of(headers: Mapping[str, str]) -> str | None:
+    """The caller's bearer token, if any."""
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
-def _dotless(raw: str) -> str:
-    # A dot separates the X-Cache-Namespace suffix: "m-a.b" must not be both key "a.b" and "a" + "b".
-    safe = safe_namespace(raw)
-    return safe if "." not in safe else "h-" + hashlib.sha256(raw.encode()).hexdigest()[:32]
+def bearer_matches(headers: Mapping[str, str], secret: Secret) -> bool:
+    """Whether the caller presented ``secret`` as its bearer token (constant-time comparison)."""
+    presented = bearer_of(headers) or ""
+    return hmac.compare_digest(presented.encode(), secret.value.encode())
+
+
+def key_alias(bearer: str | None) -> str | None:
+    """A label for a pass-through caller: a short hash, never the secret."""
+    return None if bearer is None else "pt-" + hash_secret(bearer)[:10]
 
 
 class KeyAuthenticator:
@@ -104,10 +99,10 @@ class KeyAuthenticator:
         if self._static_loaded:
             return True
         try:
-            async with asyncio.timeout(self.timeout):
+            async with guarded("load keys", self.timeout):
                 await self.store.load_static(self._static)
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("could not load configured keys yet: %s", type(exc).__name__)
+        except StoreUnavailable as exc:
+            log.warning("could not load configured keys yet: %s", type(exc.__cause__).__name__)
             return False
         self._static_loaded = True
         return True
@@ -126,9 +121,9 @@ class KeyAuthenticator:
         if self._clock() < self._negative_until:
             return False
         try:
-            async with asyncio.timeout(self.timeout):
+            async with guarded("any keys", self.timeout):
                 self._managed_seen = await self.store.any_keys()
-        except (RedisError, OSError, TimeoutError):
+        except StoreUnavailable:
             # Pass-through stays available while the store is down, without paying the timeout
             # on every request.
             self._negative_until = self._clock() + _NEGATIVE_MEMO_S
@@ -148,10 +143,10 @@ class KeyAuthenticator:
             raise invalid_key()
         await self.load_static()
         try:
-            async with asyncio.timeout(self.timeout):
+            async with guarded("key lookup", self.timeout):
                 key = await self.store.find_by_secret(bearer)
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("key lookup failed: %s", type(exc).__name__)
+        except StoreUnavailable as exc:
+            log.warning("key lookup failed: %s", type(exc.__cause__).__name__)
             raise store_unavailable("key") from None
         if key is None:
             raise invalid_key()

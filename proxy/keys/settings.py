@@ -5,7 +5,6 @@ Pure: no I/O. The stores (``proxy.keys.store`` in memory, ``proxy.keys.redis``) 
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from collections.abc import Mapping
@@ -14,6 +13,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from fnmatch import fnmatchcase
 
+from proxy.config import hash_secret
 from proxy.keys.periods import Period, parse_period
 
 SECRET_PREFIX = "sk-lcp-"  # noqa: S105  # a public marker, not a secret
@@ -30,11 +30,6 @@ class InvalidKeySettings(ValueError):
 def generate_secret() -> str:
     """A fresh key: `sk-lcp-` and 43 URL-safe characters (256 bits of randomness)."""
     return SECRET_PREFIX + secrets.token_urlsafe(32)[:43]
-
-
-def hash_secret(secret: str) -> str:
-    """The sha256 hex digest under which a secret is stored and looked up."""
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

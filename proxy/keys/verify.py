@@ -7,15 +7,14 @@ shared store so every replica benefits, plus a short in-process memo to keep hit
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 
 import aiohttp
 
-from proxy.errors import ProxyError
-from proxy.storage.base import ByteStore, StoreError
-from proxy.upstream.session import upstream_failure
+from proxy.config import hash_secret
+from proxy.errors import ProxyError, upstream_failure
+from proxy.storage.base import ByteStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class CallerVerifier:
         self._memo: dict[str, float] = {}
 
     def _key(self, bearer: str) -> str:
-        return f"{self.prefix}:verified:{hashlib.sha256(bearer.encode()).hexdigest()}"
+        return f"{self.prefix}:verified:{hash_secret(bearer)}"
 
     async def mark(self, bearer: str) -> None:
         """The upstream just answered this bearer with a 2xx."""
@@ -57,7 +56,7 @@ class CallerVerifier:
         self._memo[key] = now + min(_MEMO_SECONDS, self.ttl)
         try:
             await self.store.set(key, b"1", self.ttl)
-        except StoreError as exc:
+        except StoreUnavailable as exc:
             log.debug("could not remember verified bearer: %s", exc)
 
     async def ensure(self, bearer: str) -> None:
@@ -69,7 +68,7 @@ class CallerVerifier:
             if await self.store.get(key) is not None:
                 self._memo[key] = time.monotonic() + min(_MEMO_SECONDS, self.ttl)
                 return
-        except StoreError:
+        except StoreUnavailable:
             pass  # fall through to asking the upstream
         await self._ask_upstream(bearer)
         await self.mark(bearer)

@@ -3,37 +3,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any
 
 from proxy.obs.logs import clip
 from proxy.obs.metrics import ProxyMetrics
 from proxy.obs.pricing import PriceTable
+from proxy.obs.usage import Usage
 
 log = logging.getLogger(__name__)
 
 _UNPRICED_LOGGED_MAX = 1000  # distinct model names warned about (names are client-controlled)
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token counts of one response (0 where the upstream did not say), and the request's images."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    images: int = 0  # generated
-    input_images: int = 0  # sent in the request's messages
-
-    @classmethod
-    def from_mapping(cls, usage: dict[str, Any] | None, images: int = 0, input_images: int = 0) -> Usage:
-        """Read an OpenAI ``usage`` object defensively: upstreams omit or null fields."""
-        usage = usage or {}
-
-        def count(name: str) -> int:
-            value = usage.get(name)
-            return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-        return cls(count("prompt_tokens"), count("completion_tokens"), images, input_images)
 
 
 class Accountant:

@@ -9,15 +9,9 @@ requests in flight finish (``server.ProxyRunner.stop``).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-from proxy.storage.base import ByteStore
-
-# How often the store is pinged in the background, so the gauge is current between probes.
-STORE_PROBE_INTERVAL_S = 5.0
 STORE = "store"
 STATE_STORE = "state_store"  # keys and budgets (proxy.budget.state_store reports it)
 
@@ -82,30 +76,3 @@ class Health:
     def _notify(self, component: str, *, degraded: bool) -> None:
         if self._on_change is not None:
             self._on_change(component, degraded)
-
-
-async def probe_store(health: Health, store: ByteStore) -> None:
-    """Ping the cache store (bounded by its timeout) and report the result."""
-    health.report(STORE, None if await store.ping() else "unreachable")
-
-
-@contextlib.asynccontextmanager
-async def watching_store(
-    health: Health, store: ByteStore, interval: float = STORE_PROBE_INTERVAL_S
-) -> AsyncIterator[None]:
-    """Keep the store's health current in the background while the app runs."""
-
-    async def watch() -> None:
-        # The first probe waits one interval: /readyz probes on demand, and the start-up of the
-        # app (connections, the flight listener's SUBSCRIBE) should not race an extra ping.
-        while True:
-            await asyncio.sleep(interval)
-            await probe_store(health, store)
-
-    task = asyncio.create_task(watch(), name="store-health")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

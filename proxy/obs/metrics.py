@@ -7,7 +7,6 @@ client can neither blow up the TSDB nor leak a secret into a label.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 
@@ -21,6 +20,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from proxy.config import hash_secret
 from proxy.obs.pricing import micro_to_usd
 
 # 0.5 ms (memory hit) up to 300 s (slow image generation, the default upstream timeout).
@@ -185,7 +185,7 @@ class ProxyMetrics:
             return ANONYMOUS
         if _looks_secret(alias.strip()):
             # Callers should pass aliases; this is the safety net if one passes a bearer.
-            digest = hashlib.sha256(alias.strip().encode()).hexdigest()[:12]
+            digest = hash_secret(alias.strip())[:12]
             return self._keys(f"hash:{digest}")
         return self._keys(_sanitize(alias))
 

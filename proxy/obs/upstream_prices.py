@@ -22,22 +22,19 @@ built-in table and the TOML prices apply.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
 import aiohttp
 import orjson
-from aiohttp import web
 
 from proxy.obs.accounting import Accountant
 from proxy.obs.logs import clip
 from proxy.obs.model_price import BLANK_PRICE, MICRO_PER_USD, ModelPrice
 from proxy.obs.pricing import PriceTable
-from proxy.state import ACCOUNTANT, SESSION, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -177,28 +174,3 @@ class UpstreamPrices:
                 continue
             log.info("loaded prices of %d models from the upstream's model list", count)
             await asyncio.sleep(self.refresh_s)
-
-
-PRICE_LOADER = web.AppKey("price_loader", UpstreamPrices)
-
-
-async def prices_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Keep prices current from the upstream's list (``PROXY_UPSTREAM_PRICES``) while the app runs."""
-    settings = app[SETTINGS]
-    if not settings.upstream_prices:
-        yield
-        return
-    key = settings.upstream_api_key
-    loader = UpstreamPrices(
-        app[ACCOUNTANT],
-        app[SESSION],
-        f"{settings.upstream_base}/models",
-        authorization=None if key is None else f"Bearer {key.value}",
-        refresh_s=settings.prices_refresh,
-    )
-    app[PRICE_LOADER] = loader
-    task = asyncio.create_task(loader.run(), name="upstream-prices")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

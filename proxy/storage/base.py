@@ -16,23 +16,29 @@ from typing import Protocol
 from redis.exceptions import RedisClusterException, RedisError
 
 
-class StoreError(Exception):
-    """The store failed or was too slow; the caller bypasses the cache."""
+class StoreUnavailable(Exception):
+    """A store (cache Redis, state Redis, the flight lock) failed or was too slow.
+
+    Raised by ``guarded`` only; everywhere else in the proxy catches this one type: the cache is
+    bypassed, a key lookup answers 503, a flight is led alone, a budget fails open or closed.
+    """
 
 
-# What a Redis call can raise when Redis is away or slow. RedisClusterException is not a
-# RedisError: the cluster client raises it when no startup node answers (e.g. at boot).
+# What a Redis call raises when Redis is away or slow. RedisClusterException is not a
+# RedisError: the cluster client raises it when no startup node answers (e.g. at boot) or a slot
+# has no live primary. Only ``guarded`` (and a health ping) may name these.
 REDIS_FAILURES: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 @contextlib.asynccontextmanager
-async def guarded(what: str, seconds: float) -> AsyncIterator[None]:
-    """Bound a store call by ``seconds`` and turn any Redis failure into ``StoreError``."""
+async def guarded(what: str, seconds: float | None) -> AsyncIterator[None]:
+    """Bound a store call by ``seconds`` (None: unbounded, e.g. an admin call) and turn any Redis
+    failure or timeout into ``StoreUnavailable``."""
     try:
         async with asyncio.timeout(seconds):
             yield
     except REDIS_FAILURES as exc:
-        raise StoreError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+        raise StoreUnavailable(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
 
 class ByteStore(Protocol):

@@ -14,8 +14,6 @@ from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
 from proxy.storage.base import guarded
 from proxy.storage.redis import RedisClientOps
@@ -63,35 +61,21 @@ def parse_cluster_url(url: str) -> ClusterSeed:
     return ClusterSeed(tuple(nodes), username, password, scheme == "rediss+cluster")
 
 
-class ClusterUnreachableError(RedisConnectionError):
-    """No node of the cluster answered, or a slot has no live primary."""
-
-
 class ProxyRedisCluster(RedisCluster):
-    """``RedisCluster`` whose "cluster unreachable" failures are ``RedisError``s like any other,
-    and that learns the slot map before running a first command (see ``execute_command``).
+    """``RedisCluster`` that learns the slot map before running a first command.
 
-    redis-py raises ``RedisClusterException`` (not a ``RedisError``) when no startup node answers
-    (e.g. the proxy booted before Redis) or a slot is uncovered; every caller that falls back on
-    ``RedisError`` (auth, budgets, single flight, admin) must see those as outages too.
+    Its "cluster unreachable" failures (``RedisClusterException``, not a ``RedisError``: no startup
+    node answers, a slot has no live primary) are outages like any other: ``storage.base.guarded``
+    turns them into ``StoreUnavailable`` with the rest.
     """
 
-    async def initialize(self, *args: Any, **kwargs: Any) -> RedisCluster:
-        try:
-            return await super().initialize(*args, **kwargs)
-        except RedisClusterException as exc:
-            raise ClusterUnreachableError(str(exc)) from exc
-
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            if self._initialize:
-                # redis-py 8.1 resolves a command's routing policy (on a startup node) before it
-                # discovers the slot map; a burst of first commands on a cold client then races
-                # the discovery and some fail with AttributeError. Discover first, once, locked.
-                await self.initialize()
-            return await super().execute_command(*args, **kwargs)
-        except SlotNotCoveredError as exc:
-            raise ClusterUnreachableError(str(exc)) from exc
+        if self._initialize:
+            # redis-py 8.1 resolves a command's routing policy (on a startup node) before it
+            # discovers the slot map; a burst of first commands on a cold client then races
+            # the discovery and some fail with AttributeError. Discover first, once, locked.
+            await self.initialize()
+        return await super().execute_command(*args, **kwargs)
 
 
 def open_cluster_client(url: str, timeout: float) -> ProxyRedisCluster:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from aiocache.base import BaseCache
 from aiocache.serializers import NullSerializer
 
+from proxy.util.lru import ByteLRU
+
 
 class LRUMemoryCache(BaseCache):  # type: ignore[misc]  # aiocache ships no type hints
-    """Holds ``bytes`` values up to ``max_bytes`` in total, evicting least recently used first.
+    """Holds ``bytes`` values up to ``max_bytes`` in total (``util.lru.ByteLRU``), evicting least
+    recently used first.
 
     TTLs are checked lazily against a monotonic clock instead of one timer per key (what
     SimpleMemoryCache does), so a million entries cost no timer handles.
@@ -22,10 +24,18 @@ class LRUMemoryCache(BaseCache):  # type: ignore[misc]  # aiocache ships no type
 
     def __init__(self, max_bytes: int, clock: Callable[[], float] = time.monotonic, **kwargs: Any) -> None:
         super().__init__(serializer=NullSerializer(encoding=None), **kwargs)
-        self.max_bytes = max_bytes
-        self.used_bytes = 0
         self._clock = clock
-        self._data: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
+        self._data: ByteLRU[tuple[bytes, float | None]] = ByteLRU(max_bytes)
+
+    @property
+    def max_bytes(self) -> int:
+        """The byte bound (``PROXY_MEMORY_CACHE_BYTES``)."""
+        return self._data.max_bytes
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes of the values held right now."""
+        return self._data.used_bytes
 
     def _live(self, key: str) -> bytes | None:
         item = self._data.get(key)
@@ -33,21 +43,13 @@ class LRUMemoryCache(BaseCache):  # type: ignore[misc]  # aiocache ships no type
             return None
         value, deadline = item
         if deadline is not None and deadline <= self._clock():
-            self._drop(key)
+            self._data.pop(key)
             return None
-        self._data.move_to_end(key)
         return value
-
-    def _drop(self, key: str) -> bool:
-        item = self._data.pop(key, None)
-        if item is None:
-            return False
-        self.used_bytes -= len(item[0])
-        return True
 
     def remaining_ttl(self, key: str) -> float | None:
         """Seconds left for ``key`` (None: no expiry or absent)."""
-        item = self._data.get(key)
+        item = self._data.peek(key)
         if item is None or item[1] is None:
             return None
         return max(0.0, item[1] - self._clock())
@@ -75,17 +77,8 @@ class LRUMemoryCache(BaseCache):  # type: ignore[misc]  # aiocache ships no type
         _cas_token: Any = None,
         _conn: Any = None,
     ) -> bool:
-        size = len(value)
-        if size > self.max_bytes:
-            return False
-        self._drop(key)
         deadline = self._clock() + ttl if ttl else None
-        self._data[key] = (value, deadline)
-        self.used_bytes += size
-        while self.used_bytes > self.max_bytes:
-            oldest = next(iter(self._data))
-            self._drop(oldest)
-        return True
+        return self._data.put(key, (value, deadline), len(value))
 
     async def _multi_set(
         self, pairs: Iterable[tuple[str, bytes]], ttl: float | None = None, _conn: Any = None
@@ -112,19 +105,17 @@ class LRUMemoryCache(BaseCache):  # type: ignore[misc]  # aiocache ships no type
         value = self._live(key)
         if value is None:
             return False
-        self._data[key] = (value, self._clock() + ttl if ttl else None)
-        return True
+        return self._data.put(key, (value, self._clock() + ttl if ttl else None), len(value))
 
     async def _delete(self, key: str, _conn: Any = None) -> int:
-        return int(self._drop(key))
+        return int(self._data.pop(key) is not None)
 
     async def _clear(self, namespace: str | None = None, _conn: Any = None) -> bool:
         if namespace:
             for key in self.keys_with_prefix(namespace):
-                self._drop(key)
+                self._data.pop(key)
         else:
             self._data.clear()
-            self.used_bytes = 0
         return True
 
     async def _raw(self, command: str, *args: Any, _conn: Any = None, **kwargs: Any) -> Any:
@@ -132,7 +123,7 @@ class LRUMemoryCache(BaseCache):  # type: ignore[misc]  # aiocache ships no type
 
     async def _redlock_release(self, key: str, value: Any) -> int:
         if self._live(key) == value:
-            return int(self._drop(key))
+            return int(self._data.pop(key) is not None)
         return 0
 
     async def _close(self, *args: Any, _conn: Any = None, **kwargs: Any) -> None:

@@ -3,7 +3,6 @@ pipelines, scans and (in ``proxy.flight``, ``proxy.budget``) Lua scripts."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from urllib.parse import unquote, urlparse
 
@@ -15,7 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from proxy.storage.base import REDIS_FAILURES, guarded
+from proxy.storage.base import StoreUnavailable, guarded
 
 
 def glob_escape(literal: str) -> str:
@@ -102,12 +101,12 @@ class RedisClientOps:
         failed connection is dropped, so the second try opens a fresh one.
         """
         try:
-            async with asyncio.timeout(self.timeout):
+            async with guarded("PING", self.timeout):
                 try:
                     return bool(await self.client.ping())
                 except RedisConnectionError:
                     return bool(await self.client.ping())
-        except REDIS_FAILURES:
+        except StoreUnavailable:
             return False
 
 

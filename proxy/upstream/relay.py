@@ -1,5 +1,8 @@
 """A cache miss: forward to the upstream, stream the answer to the client live, keep a copy to store.
 
+Endpoint-agnostic: the endpoint says whether a JSON answer is complete and reads a stream through
+a ``StreamFold``; the relay moves bytes, bounds what it keeps and maps failures.
+
 The copy is kept only while it can still be stored (status 200, under the entry size bound), and
 a client that goes away does not stop the read: the generation is paid for, so it is finished and
 stored (``PROXY_FINISH_ON_DISCONNECT``).
@@ -10,18 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.errors import error_body, upstream_invalid_response
+from proxy.errors import upstream_failure, upstream_invalid_response
 from proxy.obs.logs import clip
-from proxy.upstream.session import response_headers, upstream_failure
-from proxy.upstream.sse import SSEParser, StreamAssembler, parse_chunk, sse
+from proxy.upstream.session import response_headers
+from proxy.upstream.sse import SSEEvent, SSEParser
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ class MissOutcome:
     usage: dict[str, Any] | None = None  # what the upstream billed, complete or not
     stream_complete: bool = False  # a stream that ended with [DONE]
     invalid: bool = False  # a 200 whose body was cut short or not JSON: the client got a 502
+    tail: bytes = b""  # a complete stream's final event, held back: the caller sends it after storing
 
     def shared_error(self, shareable: frozenset[int]) -> tuple[int, bytes] | None:
         """Status and body every identical request would get too (a flight's followers get a copy)."""
@@ -85,14 +90,22 @@ class ClientWriter:
             self.gone = True
 
 
-def _complete(doc: Any) -> bool:
-    """A complete chat completion: choices present and each with a finish_reason."""
-    if not isinstance(doc, dict):
-        return False
-    choices = doc.get("choices")
-    if not isinstance(choices, list) or not choices:
-        return False
-    return all(isinstance(c, dict) and c.get("finish_reason") for c in choices)
+class StreamFold(Protocol):
+    """What an endpoint says about its streamed answer, event by event (chat: ``endpoints.chat_stream``).
+
+    ``feed`` returns the bytes the client gets for an event now (usually ``event.raw``) or None to
+    hold it back; ``done`` turns true on the stream's final event (the relay stops there and keeps
+    ``end()`` for the caller to send once the answer is stored).
+    """
+
+    @property
+    def done(self) -> bool: ...
+    @property
+    def usage(self) -> dict[str, Any] | None: ...
+    def feed(self, event: SSEEvent) -> bytes | None: ...
+    def document(self) -> dict[str, Any] | None: ...
+    def end(self) -> bytes: ...
+    def cut(self) -> bytes: ...
 
 
 async def forward_miss(
@@ -103,12 +116,15 @@ async def forward_miss(
     body: bytes,
     headers: CIMultiDict[str],
     extra_headers: dict[str, str],
-    stream: bool,
-    client_wants_usage: bool,
+    complete: Callable[[Any], bool],
+    fold: StreamFold | None,
     keep_limit: int,
     finish_on_disconnect: bool,
 ) -> tuple[ClientWriter, MissOutcome]:
-    """Forward one chat completion; returns the client writer (maybe not finished) and the outcome.
+    """Forward one request; returns the client writer (maybe not finished) and the outcome.
+
+    ``complete`` says whether a parsed JSON answer is storable; ``fold`` (a streamed request) reads
+    the stream event by event.
 
     A complete answer is left unfinished (JSON body without EOF, stream without ``[DONE]``) so the
     caller can store it before the client sees the end: a client that got an answer can rely on
@@ -128,13 +144,14 @@ async def forward_miss(
     async with upstream:
         headers_out = response_headers(upstream.headers)
         headers_out.update(extra_headers)
-        if upstream.status == 200 and not (stream and upstream.content_type == "text/event-stream"):
+        if upstream.status == 200 and (fold is None or upstream.content_type != "text/event-stream"):
             writer = await _answer_json(
                 request,
                 upstream,
                 headers_out=headers_out,
                 extra_headers=extra_headers,
                 outcome=outcome,
+                complete=complete,
                 keep_limit=keep_limit,
                 finish_on_disconnect=finish_on_disconnect,
             )
@@ -145,7 +162,8 @@ async def forward_miss(
                 outcome.error_kind = "status_5xx" if upstream.status >= 500 else "status_4xx"
                 outcome.error_body = await _relay_all(upstream, writer, keep_limit)
             else:
-                await _relay_stream(upstream, writer, outcome, client_wants_usage, finish_on_disconnect)
+                assert fold is not None
+                await _relay_stream(upstream, writer, outcome, fold, finish_on_disconnect)
     outcome.upstream_seconds = time.perf_counter() - started
     return writer, outcome
 
@@ -170,6 +188,7 @@ async def _answer_json(
     headers_out: CIMultiDict[str],
     extra_headers: dict[str, str],
     outcome: MissOutcome,
+    complete: Callable[[Any], bool],
     keep_limit: int,
     finish_on_disconnect: bool,
 ) -> ClientWriter:
@@ -188,7 +207,7 @@ async def _answer_json(
                 break
         else:
             doc = orjson.loads(kept)
-            return await _answer_parsed(request, headers_out, outcome, bytes(kept), doc)
+            return await _answer_parsed(request, headers_out, outcome, bytes(kept), doc, complete=complete)
     except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
         log.warning("upstream 200 with an unusable body: %s", clip(repr(exc)))
         return await _answer_invalid(request, extra_headers, outcome, exc)
@@ -209,12 +228,18 @@ async def _answer_json(
 
 
 async def _answer_parsed(
-    request: web.Request, headers_out: CIMultiDict[str], outcome: MissOutcome, raw: bytes, doc: Any
+    request: web.Request,
+    headers_out: CIMultiDict[str],
+    outcome: MissOutcome,
+    raw: bytes,
+    doc: Any,
+    *,
+    complete: Callable[[Any], bool],
 ) -> ClientWriter:
     """Send a validated JSON body (without EOF: the caller stores it first); keep it to store."""
     if isinstance(doc, dict):
         outcome.usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else None
-    if _complete(doc):
+    if complete(doc):
         outcome.document, outcome.raw = doc, raw
     writer = ClientWriter(web.StreamResponse(status=200, headers=headers_out))
     await writer.prepare(request)
@@ -243,35 +268,27 @@ async def _relay_stream(
     upstream: aiohttp.ClientResponse,
     writer: ClientWriter,
     outcome: MissOutcome,
-    client_wants_usage: bool,
+    fold: StreamFold,
     finish_on_disconnect: bool,
 ) -> None:
     parser = SSEParser()
-    assembler = StreamAssembler()
     try:
         async for chunk in upstream.content.iter_any():
             for event in parser.feed(chunk):
-                if event.data is None:
-                    await writer.write(event.raw)
-                    continue
-                if event.data.strip() == b"[DONE]":
-                    assembler.done = True
-                    outcome.usage = assembler.usage
+                out = fold.feed(event)
+                if fold.done:
+                    outcome.usage = fold.usage
                     outcome.stream_complete = True
-                    outcome.document = assembler.response() if assembler.complete else None
-                    return  # [DONE] itself is written by the caller, after storing
-                parsed = parse_chunk(event.data)
-                if parsed is not None:
-                    assembler.add(parsed)
-                    if not client_wants_usage and not parsed.get("choices") and parsed.get("usage"):
-                        continue  # we asked for usage; the client did not
-                await writer.write(event.raw)
+                    outcome.document = fold.document()
+                    outcome.tail = fold.end()  # written by the caller, after storing
+                    return
+                if out is not None:
+                    await writer.write(out)
             if writer.gone and not finish_on_disconnect:
                 break
     except (TimeoutError, aiohttp.ClientError) as exc:
         log.warning("upstream stream cut: %s", clip(repr(exc)))
     outcome.error_kind = "stream_cut"
-    outcome.usage = assembler.usage
-    message = "The upstream stream ended before completion; the response is incomplete."
-    await writer.write(sse(error_body(message, "server_error", "upstream_stream_cut")))
+    outcome.usage = fold.usage
+    await writer.write(fold.cut())
     await writer.finish()

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
 from proxy.config import Settings
-from proxy.errors import ProxyError, upstream_invalid_response
 
 # Hop-by-hop fields (RFC 9110 §7.6.1: Connection, Proxy-Connection, Keep-Alive, TE,
 # Transfer-Encoding, Upgrade; RFC 2616 §13.5.1 adds Proxy-Authenticate/-Authorization and Trailer),
@@ -74,23 +71,3 @@ def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """Upstream response headers safe to copy to the client."""
     dropped = RESPONSE_DROP | connection_named(upstream)
     return CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in dropped)
-
-
-def upstream_failure(exc: BaseException) -> ProxyError:
-    """Map a client-side failure to the gateway error the client sees (504 timeout, else 502)."""
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return ProxyError(
-            504,
-            "The upstream did not answer in time.",
-            type="server_error",
-            code="upstream_timeout",
-        )
-    if isinstance(exc, aiohttp.ClientResponseError):
-        # It did answer, with bytes that are not a valid HTTP response (framing, headers).
-        return upstream_invalid_response()
-    return ProxyError(
-        502,
-        f"The upstream could not be reached: {type(exc).__name__}.",
-        type="server_error",
-        code="upstream_unreachable",
-    )

@@ -1,8 +1,9 @@
 """The admin API under ``/admin/``: managed keys, their budgets and spend, and cache purges.
 
-Every route needs ``Authorization: Bearer $PROXY_ADMIN_TOKEN`` (compared in constant time); with
-no token configured the routes are not registered at all. JSON in, JSON out, errors in OpenAI's
-shape. The plaintext of a key is in the response to its creation and nowhere else, ever.
+A sub-application with its own auth middleware: every route needs ``Authorization: Bearer
+$PROXY_ADMIN_TOKEN`` (compared in constant time); with no token configured none exists. JSON in,
+JSON out, errors in OpenAI's shape. The plaintext of a key is in the response to its creation
+and nowhere else, ever.
 """
 
 from __future__ import annotations
@@ -10,46 +11,52 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from redis.exceptions import RedisError
 
-from proxy.budget.types import BudgetStatus, UsageSummary
+from proxy.cache.keys import managed_namespace
+from proxy.config import Secret
 from proxy.errors import ProxyError, bad_request
-from proxy.keys.auth import managed_namespace
+from proxy.keys.auth import bearer_matches
 from proxy.keys.periods import parse_period
 from proxy.keys.store import InvalidKeySettings, ManagedKey, usd_to_micro
 from proxy.obs.pricing import micro_to_usd
-from proxy.state import AUTH, BUDGETS, CACHE, FLIGHTS, KEYSTORE, SETTINGS
-from proxy.storage.base import StoreError
-from proxy.web.handlers import bearer_matches
+from proxy.state import AUTH, BUDGETS, CACHE, KEYSTORE, SETTINGS
+from proxy.storage.base import StoreUnavailable, guarded
 
-ADMIN_PREFIX = "/admin/"
+if TYPE_CHECKING:  # the budget guard is the app's; its types are only named here
+    from proxy.budget.types import BudgetStatus, UsageSummary
+
 _USD_FIELDS = {"budget_usd": "budget_micro"}
 
 
 @web.middleware
 async def admin_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse ``/admin/*`` without the admin token; other paths pass untouched."""
-    if not request.path.startswith(ADMIN_PREFIX):
-        return await handler(request)
-    token = request.app[SETTINGS].admin_token
-    if token is None:
-        raise ProxyError(404, "The admin API is off: PROXY_ADMIN_TOKEN is not set.", code="admin_disabled")
-    if not bearer_matches(request, token):
+    """The admin sub-app's own gate: the admin token (constant time), and store outages as 503."""
+    token = request.config_dict[SETTINGS].admin_token
+    if token is None or not bearer_matches(request.headers, token):
         raise ProxyError(401, "A valid admin token is required.", code="invalid_admin_token")
     try:
-        return await handler(request)
-    except (RedisError, StoreError, OSError, TimeoutError) as exc:
+        async with guarded("admin", None):  # the key and budget stores answer unbounded here
+            return await handler(request)
+    except StoreUnavailable as exc:
         raise ProxyError(
             503,
-            f"The key/budget store failed: {type(exc).__name__}.",
+            f"The key/budget store failed: {type(exc.__cause__).__name__}.",
             type="server_error",
             code="store_unavailable",
         ) from None
+
+
+async def _admin_off(request: web.Request) -> web.StreamResponse:
+    raise ProxyError(404, "The admin API is off: PROXY_ADMIN_TOKEN is not set.", code="admin_disabled")
+
+
+async def _no_such_route(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPNotFound  # after the token check, as for any other admin path
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -154,17 +161,17 @@ _UPDATE_FIELDS = _CREATE_FIELDS | {"enabled"}
 
 
 async def _key_or_404(request: web.Request, key_id: str | None = None) -> ManagedKey:
-    key = await request.app[KEYSTORE].get(key_id or request.match_info["key_id"])
+    key = await request.config_dict[KEYSTORE].get(key_id or request.match_info["key_id"])
     if key is None:
         raise ProxyError(404, "No such key.", type="invalid_request_error", code="key_not_found")
     return key
 
 
 async def _detail(request: web.Request, key: ManagedKey) -> dict[str, Any]:
-    ledger = request.app[BUDGETS].ledger
+    ledger = request.config_dict[BUDGETS].ledger
     status = await ledger.status(key.id, key.budget_micro, key.period)
     usage = await ledger.usage(key.id)
-    return {**key_json(key, request.app[SETTINGS].cache_scope), **status_json(status, usage)}
+    return {**key_json(key, request.config_dict[SETTINGS].cache_scope), **status_json(status, usage)}
 
 
 async def create_key(request: web.Request) -> web.Response:
@@ -175,18 +182,18 @@ async def create_key(request: web.Request) -> web.Response:
         raise bad_request("'alias' is required.", param="alias")
     try:
         period = parse_period(settings.pop("period", "month"))
-        key, secret = await request.app[KEYSTORE].create(
+        key, secret = await request.config_dict[KEYSTORE].create(
             alias, settings.pop("budget_micro", None), period, **settings
         )
     except (InvalidKeySettings, ValueError, TypeError) as exc:
         raise bad_request(str(exc)) from None
-    request.app[AUTH].key_created()
+    request.config_dict[AUTH].key_created()
     return _json({**await _detail(request, key), "secret": secret}, status=201)
 
 
 async def list_keys(request: web.Request) -> web.Response:
     """``GET /admin/keys``: every key (revoked ones included) with its standing."""
-    keys = await request.app[KEYSTORE].list()
+    keys = await request.config_dict[KEYSTORE].list()
     return _json({"object": "list", "data": [await _detail(request, key) for key in keys]})
 
 
@@ -200,26 +207,26 @@ async def update_key(request: web.Request) -> web.Response:
     key = await _key_or_404(request)
     changes = _settings_from(await _body(request), _UPDATE_FIELDS)
     try:
-        updated = await request.app[KEYSTORE].update(key.id, **changes)
+        updated = await request.config_dict[KEYSTORE].update(key.id, **changes)
     except InvalidKeySettings as exc:
         raise bad_request(str(exc)) from None
-    await request.app[BUDGETS].publish(updated)
+    await request.config_dict[BUDGETS].publish(updated)
     return _json(await _detail(request, updated))
 
 
 async def reset_key(request: web.Request) -> web.Response:
     """``POST /admin/keys/{id}/reset``: zero this period's spend (requests in flight still count)."""
     key = await _key_or_404(request)
-    await request.app[BUDGETS].ledger.reset(key.id, key.period)
-    await request.app[BUDGETS].publish(key)
+    await request.config_dict[BUDGETS].ledger.reset(key.id, key.period)
+    await request.config_dict[BUDGETS].publish(key)
     return _json(await _detail(request, key))
 
 
 async def revoke_key(request: web.Request) -> web.Response:
     """``DELETE /admin/keys/{id}`` (or ``POST .../revoke``): refused by every replica from now on."""
     key = await _key_or_404(request)
-    await request.app[KEYSTORE].revoke(key.id)
-    revoked = await request.app[KEYSTORE].get(key.id)
+    await request.config_dict[KEYSTORE].revoke(key.id)
+    revoked = await request.config_dict[KEYSTORE].get(key.id)
     assert revoked is not None
     return _json(await _detail(request, revoked))
 
@@ -233,7 +240,7 @@ async def key_usage(request: web.Request) -> web.Response:
             since = datetime.fromisoformat(request.query["since"])
         except ValueError:
             raise bad_request("'since' must be an ISO 8601 time.", param="since") from None
-    return _json(usage_json(await request.app[BUDGETS].ledger.usage(key.id, since)))
+    return _json(usage_json(await request.config_dict[BUDGETS].ledger.usage(key.id, since)))
 
 
 _PURGE_BY = ("namespace", "key_id", "key_hash", "all")
@@ -254,10 +261,7 @@ async def purge_cache(request: web.Request) -> web.Response:
         raise bad_request(f"'{by}' must be a non-empty string.", param=by)
     if by == "key_hash" and not _DIGEST.fullmatch(value.lower()):
         raise bad_request("'key_hash' must be the 64 hex digits of an X-Cache-Key.", param="key_hash")
-    cache = request.app[CACHE]
-    # Answers already sent may still be on their way into the store: purge after them, not before
-    # (each of their steps is bounded by a few store timeouts; so is this wait).
-    await request.app[FLIGHTS].drain(max(request.app[SETTINGS].store_timeout * 16, 5.0))
+    cache = request.config_dict[CACHE]  # a purge first waits for this replica's pending writes
     if by == "all":
         return _json({"deleted": await cache.purge_all(), "all": True})
     if by == "key_hash":
@@ -266,18 +270,30 @@ async def purge_cache(request: web.Request) -> web.Response:
     namespace = value
     if by == "key_id":
         key = await _key_or_404(request, value)
-        namespace = managed_namespace(key, request.app[SETTINGS].cache_scope, None)
+        namespace = managed_namespace(key, request.config_dict[SETTINGS].cache_scope, None)
     return _json({"deleted": await cache.purge_namespace(namespace), "namespace": namespace})
 
 
-def add_admin_routes(app: web.Application) -> None:
-    """Register ``/admin/*`` (call only when an admin token is configured)."""
-    app.router.add_post("/admin/keys", create_key)
-    app.router.add_get("/admin/keys", list_keys)
-    app.router.add_get("/admin/keys/{key_id}", get_key)
-    app.router.add_patch("/admin/keys/{key_id}", update_key)
-    app.router.add_delete("/admin/keys/{key_id}", revoke_key)
-    app.router.add_post("/admin/keys/{key_id}/revoke", revoke_key)
-    app.router.add_post("/admin/keys/{key_id}/reset", reset_key)
-    app.router.add_get("/admin/keys/{key_id}/usage", key_usage)
-    app.router.add_post("/admin/cache/purge", purge_cache)
+def create_admin_app(token: Secret | None) -> web.Application:
+    """The admin API, mounted by the app factory at ``/admin/`` (``app.add_subapp``).
+
+    With no admin token every ``/admin/*`` path answers 404 ``admin_disabled``; with one, every
+    path (unknown ones too) needs it first. Handlers read the proxy's state through
+    ``request.config_dict``: the parent app owns the key store, budgets and cache.
+    """
+    if token is None:
+        off = web.Application()
+        off.router.add_route("*", "/{tail:.*}", _admin_off)
+        return off
+    admin = web.Application(middlewares=[admin_auth_middleware])
+    admin.router.add_post("/keys", create_key)
+    admin.router.add_get("/keys", list_keys)
+    admin.router.add_get("/keys/{key_id}", get_key)
+    admin.router.add_patch("/keys/{key_id}", update_key)
+    admin.router.add_delete("/keys/{key_id}", revoke_key)
+    admin.router.add_post("/keys/{key_id}/revoke", revoke_key)
+    admin.router.add_post("/keys/{key_id}/reset", reset_key)
+    admin.router.add_get("/keys/{key_id}/usage", key_usage)
+    admin.router.add_post("/cache/purge", purge_cache)
+    admin.router.add_route("*", "/{tail:.*}", _no_such_route)
+    return admin

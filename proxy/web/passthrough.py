@@ -1,4 +1,5 @@
-"""Every other ``/v1/*`` route: forwarded and streamed both ways, never cached.
+"""Every other ``/v1/*`` route: forwarded and streamed both ways, never cached; a managed key
+only on the routes allowed to it (``keys.routes``).
 
 The upstream URL is the configured base plus the checked raw path and the raw query
 (``paths.Target``), sent with ``encoded=True`` so nothing between here and the socket
@@ -15,9 +16,12 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from proxy.errors import too_large
-from proxy.state import METRICS, SESSION, SETTINGS, TARGET
-from proxy.upstream.session import forward_headers, response_headers, upstream_failure
+from proxy.errors import ProxyError, too_large, upstream_failure
+from proxy.keys.auth import bearer_of
+from proxy.keys.routes import managed_route
+from proxy.obs.logs import clip
+from proxy.state import AUTH, METRICS, SESSION, SETTINGS, TARGET
+from proxy.upstream.session import forward_headers, response_headers
 from proxy.web.server import close_after_response
 
 
@@ -81,3 +85,25 @@ async def passthrough(request: web.Request, authorization: str | None) -> web.St
             return response
         await response.write_eof()
         return response
+
+
+def endpoint_not_allowed(path: str) -> ProxyError:
+    """403: a managed key may only reach routes the proxy meters (or that cost nothing)."""
+    return ProxyError(
+        403,
+        f"Managed keys cannot call {clip(path)} through this proxy; only chat completions and models.",
+        type="invalid_request_error",
+        code="endpoint_not_allowed",
+    )
+
+
+async def managed_passthrough(request: web.Request) -> web.StreamResponse:
+    """Other ``/v1/*`` routes: pass-through callers as before; managed keys only on allowed routes."""
+    auth = request.app[AUTH]
+    key = await auth.resolve(bearer_of(request.headers))
+    if key is None:
+        return await passthrough(request, request.headers.get("Authorization"))
+    path = request[TARGET].path
+    if managed_route(request.method, path) is None:
+        raise endpoint_not_allowed(path)
+    return await passthrough(request, auth.upstream_authorization())

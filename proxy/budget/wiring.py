@@ -1,5 +1,7 @@
-"""Wiring of managed keys into the app: the key store, authenticator and budget guard, and the
-non-chat ``/v1/*`` route for managed callers.
+"""Wiring of managed keys and budgets into the app: the key store, authenticator and budget guard.
+
+The composition root (``proxy.app``) plugs these contexts in; nothing in the web layer imports
+this package.
 
 Redis when configured (shared by every replica), else in-process stores with the same rules. The
 state Redis is ``PROXY_STATE_REDIS_URL`` (default: the cache's Redis and its client); it must not
@@ -22,13 +24,10 @@ from proxy.budget.redis import RedisBudgetLedger
 from proxy.budget.state_store import StateClient, StateStoreGuard, open_state_client
 from proxy.budget.types import DEFAULT_RESERVATION_TTL_S, BudgetLedger
 from proxy.config import Settings
-from proxy.errors import ProxyError
 from proxy.keys.auth import KeyAuthenticator
 from proxy.keys.redis import RedisKeyStore
-from proxy.keys.routes import managed_route
 from proxy.keys.store import KeyStore, MemoryKeyStore
 from proxy.obs.health import STATE_STORE
-from proxy.obs.logs import clip
 from proxy.state import (
     ACCOUNTANT,
     AUTH,
@@ -39,10 +38,7 @@ from proxy.state import (
     REDIS,
     SETTINGS,
     STATE_GUARD,
-    TARGET,
 )
-from proxy.web.handlers import bearer_of
-from proxy.web.passthrough import passthrough
 
 log = logging.getLogger(__name__)
 
@@ -133,25 +129,3 @@ async def _open_keys_and_budgets(
     await auth.load_static()
     if (settings.keys or settings.auth == "managed") and settings.upstream_api_key is None:
         log.warning("managed keys are configured but PROXY_UPSTREAM_API_KEY is not set")
-
-
-def endpoint_not_allowed(path: str) -> ProxyError:
-    """403: a managed key may only reach routes the proxy meters (or that cost nothing)."""
-    return ProxyError(
-        403,
-        f"Managed keys cannot call {clip(path)} through this proxy; only chat completions and models.",
-        type="invalid_request_error",
-        code="endpoint_not_allowed",
-    )
-
-
-async def managed_passthrough(request: web.Request) -> web.StreamResponse:
-    """Other ``/v1/*`` routes: pass-through callers as before; managed keys only on allowed routes."""
-    auth = request.app[AUTH]
-    key = await auth.resolve(bearer_of(request))
-    if key is None:
-        return await passthrough(request, request.headers.get("Authorization"))
-    path = request[TARGET].path
-    if managed_route(request.method, path) is None:
-        raise endpoint_not_allowed(path)
-    return await passthrough(request, auth.upstream_authorization())

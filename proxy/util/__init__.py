@@ -1,0 +1,1 @@
+"""Small helpers every package may use; they import nothing of ours."""
