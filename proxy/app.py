@@ -90,10 +90,10 @@ def create_app(
     app[REGISTRY] = registry
     if multiprocess_dir:
         app[MULTIPROC_DIR] = multiprocess_dir
-    # A model has a metric label of its own if the current price table names it (the table is
-    # replaced when the upstream's price list is refreshed, hence the late lookup).
-    metrics = ProxyMetrics(registry, priced=lambda name: accountant.prices.names(name))  # noqa: PLW0108 - late: the table is replaced
+    metrics = ProxyMetrics(registry)
     accountant = Accountant(PriceTable.from_config(parse_pricing(settings.pricing)), metrics)
+    # A model has a metric label of its own if the live price table names it.
+    metrics.priced = accountant.priced
     app[METRICS] = metrics
     app[ACCOUNTANT] = accountant
     app[HEALTH] = Health(metrics.set_degraded)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -25,12 +24,6 @@ class Secret:
         return "Secret('**********')"
 
     __str__ = __repr__
-
-
-def hash_secret(secret: str) -> str:
-    """The sha256 hex digest of a secret: the only form in which a bearer or key is ever stored,
-    compared, logged or turned into a name (managed keys, verified bearers, cache namespaces)."""
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _bool(raw: str) -> bool:

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aioredis
 
-from proxy.config import hash_secret
 from proxy.keys.redis import RedisKeyStore
+from proxy.keys.settings import hash_secret
 from proxy.keys.store import (
     InvalidKeySettings,
     KeyStore,

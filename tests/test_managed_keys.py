@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from proxy.cache.keys import managed_namespace
-from proxy.config import hash_secret
+from proxy.keys.settings import hash_secret
 from proxy.keys.store import ManagedKey
 from tests.e2e_helpers import IMAGE_MODEL, TEXT_MODEL, chat_body, chat_raw, send_raw
 from tests.fake_upstream import FakeUpstream

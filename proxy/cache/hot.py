@@ -45,10 +45,14 @@ class HotTier:
 
     def get(self, key: str, now: float) -> HotItem | None:
         """The item if present and not expired (expired ones are dropped)."""
-        item = self._items.get(key)
-        if item is not None and now >= item.expires:
-            self._items.pop(key)
+        found = self._items.get(key)
+        if found is None:
             return None
+        item = found[0]
+        if now >= item.expires:
+            self._items.discard(key)
+            return None
+        self._items.touch(key)
         return item
 
     def put(self, key: str, item: HotItem) -> None:
@@ -59,13 +63,13 @@ class HotTier:
 
     def drop(self, key: str) -> None:
         """Forget ``key``."""
-        self._items.pop(key)
+        self._items.discard(key)
 
     def drop_matching(self, predicate: Callable[[str], object]) -> int:
         """Forget every key ``predicate`` accepts (local half of a purge)."""
-        doomed = [k for k in self._items if predicate(k)]
+        doomed = [k for k in self._items.snapshot() if predicate(k)]
         for key in doomed:
-            self._items.pop(key)
+            self._items.discard(key)
         return len(doomed)
 
     def __len__(self) -> int:

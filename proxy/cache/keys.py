@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from proxy.config import CacheScope, hash_secret
-from proxy.keys.settings import ManagedKey
+from proxy.config import CacheScope
+from proxy.keys.settings import ManagedKey, hash_secret
 
 KEY_VERSION = "v1"
 

@@ -14,8 +14,9 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from proxy.config import Secret, Settings, hash_secret
+from proxy.config import Secret, Settings
 from proxy.errors import ProxyError
+from proxy.keys.settings import hash_secret
 from proxy.keys.store import SECRET_PREFIX, KeyStore, ManagedKey, StaticKey
 from proxy.storage.base import StoreUnavailable, guarded
 

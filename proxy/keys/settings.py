@@ -5,6 +5,7 @@ Pure: no I/O. The stores (``proxy.keys.store`` in memory, ``proxy.keys.redis``) 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from collections.abc import Mapping
@@ -13,7 +14,6 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from fnmatch import fnmatchcase
 
-from proxy.config import hash_secret
 from proxy.keys.periods import Period, parse_period
 
 SECRET_PREFIX = "sk-lcp-"  # noqa: S105  # a public marker, not a secret
@@ -25,6 +25,12 @@ _UPDATABLE = frozenset(
 
 class InvalidKeySettings(ValueError):
     """A key setting from config or the admin API has the wrong type or value."""
+
+
+def hash_secret(secret: str) -> str:
+    """The sha256 hex digest of a secret: the only form in which a bearer or key is ever stored,
+    compared, logged or turned into a name (managed keys, verified bearers, cache namespaces)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def generate_secret() -> str:

@@ -19,7 +19,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from proxy.config import hash_secret
 from proxy.keys.periods import Clock, Period
 from proxy.keys.settings import (
     SECRET_PREFIX,
@@ -27,6 +26,7 @@ from proxy.keys.settings import (
     ManagedKey,
     StaticKey,
     generate_secret,
+    hash_secret,
     usd_to_micro,
     validate_settings,
 )

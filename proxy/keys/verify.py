@@ -12,8 +12,8 @@ import time
 
 import aiohttp
 
-from proxy.config import hash_secret
 from proxy.errors import ProxyError, upstream_failure
+from proxy.keys.settings import hash_secret
 from proxy.storage.base import ByteStore, StoreUnavailable
 
 log = logging.getLogger(__name__)

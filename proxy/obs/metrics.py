@@ -20,7 +20,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from proxy.config import hash_secret
+from proxy.keys.settings import hash_secret
 from proxy.obs.pricing import micro_to_usd
 
 # 0.5 ms (memory hit) up to 300 s (slow image generation, the default upstream timeout).
@@ -94,7 +94,8 @@ class ProxyMetrics:
     ) -> None:
         self._models = _BoundedLabels(max_model_labels)
         self._keys = _BoundedLabels(max_key_labels)
-        self._priced = priced
+        # Whether the live price table names a model (the app sets ``Accountant.priced``).
+        self.priced = priced
 
         def counter(name: str, doc: str, *labels: str) -> Counter:
             return Counter(f"llm_proxy_{name}", doc, labels, registry=registry)
@@ -167,7 +168,7 @@ class ProxyMetrics:
         junk names from refused or unauthenticated requests can never use up the budget.
         """
         name = model.strip().lower()
-        if self._priced(name):
+        if self.priced(name):
             return _sanitize(name)
         label = _sanitize(model) or "unknown"
         if label in FIXED_MODEL_LABELS or label in self._models:
@@ -176,7 +177,7 @@ class ProxyMetrics:
 
     def accept_model(self, model: str) -> None:
         """The upstream answered ``model`` with a 2xx (or a hit proves it did): it may have a label."""
-        if not self._priced(model.strip().lower()):
+        if not self.priced(model.strip().lower()):
             self._models.admit(_sanitize(model) or "unknown")
 
     def key_label(self, alias: str | None) -> str:

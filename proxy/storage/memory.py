@@ -38,25 +38,26 @@ class LRUMemoryCache(BaseCache):  # type: ignore[misc]  # aiocache ships no type
         return self._data.used_bytes
 
     def _live(self, key: str) -> bytes | None:
-        item = self._data.get(key)
-        if item is None:
+        found = self._data.get(key)
+        if found is None:
             return None
-        value, deadline = item
+        value, deadline = found[0]
         if deadline is not None and deadline <= self._clock():
-            self._data.pop(key)
+            self._data.discard(key)
             return None
+        self._data.touch(key)
         return value
 
     def remaining_ttl(self, key: str) -> float | None:
         """Seconds left for ``key`` (None: no expiry or absent)."""
-        item = self._data.peek(key)
-        if item is None or item[1] is None:
+        found = self._data.get(key)
+        if found is None or found[0][1] is None:
             return None
-        return max(0.0, item[1] - self._clock())
+        return max(0.0, found[0][1] - self._clock())
 
     def keys_with_prefix(self, prefix: str) -> list[str]:
         """Keys starting with ``prefix`` (admin purge; O(n) is fine there)."""
-        return [k for k in self._data if k.startswith(prefix)]
+        return [k for k in self._data.snapshot() if k.startswith(prefix)]
 
     async def _get(self, key: str, encoding: str | None = None, _conn: Any = None) -> bytes | None:
         return self._live(key)
@@ -108,12 +109,12 @@ class LRUMemoryCache(BaseCache):  # type: ignore[misc]  # aiocache ships no type
         return self._data.put(key, (value, self._clock() + ttl if ttl else None), len(value))
 
     async def _delete(self, key: str, _conn: Any = None) -> int:
-        return int(self._data.pop(key) is not None)
+        return int(self._data.discard(key) is not None)
 
     async def _clear(self, namespace: str | None = None, _conn: Any = None) -> bool:
         if namespace:
             for key in self.keys_with_prefix(namespace):
-                self._data.pop(key)
+                self._data.discard(key)
         else:
             self._data.clear()
         return True
@@ -123,7 +124,7 @@ class LRUMemoryCache(BaseCache):  # type: ignore[misc]  # aiocache ships no type
 
     async def _redlock_release(self, key: str, value: Any) -> int:
         if self._live(key) == value:
-            return int(self._data.pop(key) is not None)
+            return int(self._data.discard(key) is not None)
         return 0
 
     async def _close(self, *args: Any, _conn: Any = None, **kwargs: Any) -> None:
