@@ -28,7 +28,7 @@ from proxy.obs.health import Health
 from proxy.obs.metrics import ProxyMetrics
 from proxy.obs.pricing import PriceTable, parse_pricing
 from proxy.obs.upstream_prices import UpstreamPrices
-from proxy.pipeline.flow import PIPELINE, Pipeline, route
+from proxy.pipeline.flow import Pipeline, route
 from proxy.pipeline.services import Services
 from proxy.state import (
     ACCOUNTANT,
@@ -39,6 +39,7 @@ from proxy.state import (
     HEALTH,
     METRICS,
     MULTIPROC_DIR,
+    PIPELINE,
     PRICE_LOADER,
     REDIS,
     REGISTRY,

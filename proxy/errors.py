@@ -72,7 +72,7 @@ def too_large(limit: int) -> ProxyError:
 
 
 def invalid_path() -> ProxyError:
-    """400: the request path is one the proxy refuses to interpret (see ``paths.parse_target``)."""
+    """400: the request path is one the proxy refuses to interpret (see ``web.paths.parse_target``)."""
     return ProxyError(
         400,
         "The request path is not allowed: no percent-encoded '.', '/', '\\', '%' or NUL, no "

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from proxy.obs.health import Health
     from proxy.obs.metrics import ProxyMetrics
     from proxy.obs.upstream_prices import UpstreamPrices
+    from proxy.pipeline.flow import Pipeline
     from proxy.storage.base import ByteStore
     from proxy.web.paths import Target
 
@@ -50,6 +51,8 @@ VERIFIER: web.AppKey[CallerVerifier] = web.AppKey("verifier")
 KEYSTORE: web.AppKey[KeyStore] = web.AppKey("keystore")
 AUTH: web.AppKey[KeyAuthenticator] = web.AppKey("auth")
 BUDGETS: web.AppKey[BudgetGuard] = web.AppKey("budgets")
+# The flow every cached endpoint's route runs (``proxy.pipeline``).
+PIPELINE: web.AppKey[Pipeline] = web.AppKey("pipeline")
 # Whether the state Redis is safe from eviction (`.safe`: True / False / None unknown), for readiness.
 STATE_GUARD: web.AppKey[StateStoreGuard] = web.AppKey("state_guard")
 
@@ -58,3 +61,6 @@ REQUEST_MODEL: web.RequestKey[str] = web.RequestKey("model")
 REQUEST_CACHE: web.RequestKey[str] = web.RequestKey("cache")
 # The checked request target (``web.paths.parse_target``), set before any handler runs.
 TARGET: web.RequestKey[Target] = web.RequestKey("target")
+# Set on a request whose body must not be read to the end (a compression bomb, an oversize
+# upload): the connection is closed right after the answer instead of draining the body.
+CLOSE_AFTER_RESPONSE: web.RequestKey[bool] = web.RequestKey("close_after_response")

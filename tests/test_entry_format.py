@@ -19,8 +19,14 @@ import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.cache.entry import MIN_BLOB_BYTES, EntryMeta, decode_entry, encode_entry, split_response
-from proxy.cache.response import CachedEntry
+from proxy.cache.entry import (
+    MIN_BLOB_BYTES,
+    CachedEntry,
+    EntryMeta,
+    decode_entry,
+    encode_entry,
+    split_response,
+)
 from proxy.endpoints.chat import ChatCompletions
 from proxy.endpoints.chat_stream import StreamAssembler, parse_chunk, replay_chunks
 from proxy.upstream.sse import sse

@@ -8,9 +8,8 @@ import time
 
 import aiohttp
 
-from proxy.cache.entry import EntryMeta
+from proxy.cache.entry import CachedEntry, EntryMeta
 from proxy.cache.hot import HotItem, HotTier
-from proxy.cache.response import CachedEntry
 from proxy.state import CACHE
 from tests.fake_upstream import FakeUpstream
 from tests.proxy_harness import ProxyServer, proxy_settings

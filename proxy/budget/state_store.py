@@ -11,7 +11,7 @@ services answer even where ``CONFIG`` is disabled.
 - unreachable when it starts: it starts (requests BYPASS the cache as before), and checks on
   the first request of a key with a budget and every ``CHECK_INTERVAL_S`` after;
 - found unsafe later: keys with a budget get 503, an ERROR is logged, and the verdict is reported
-  as the ``state_store`` component of ``health.Health`` (``/readyz`` body, ``llm_proxy_degraded``).
+  as the ``state_store`` component of ``obs.health.Health`` (``/readyz`` body, ``llm_proxy_degraded``).
 
 ``PROXY_ALLOW_EVICTING_STATE_STORE=true`` turns the refusals off (documented as dangerous).
 """

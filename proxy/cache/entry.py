@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import pybase64
+
+from proxy.cache.replay import Holes, ReplayEvent, replay_parts
 
 MAGIC = b"LCP2"
 _HEADER = struct.Struct(">4sI")
@@ -188,6 +190,55 @@ def _cut_in_place(split: SplitResponse, doc: Mapping[str, Any], walk: BlobWalk) 
             return False
         cut.owner[cut.field] = full
     return bool(cut_doc == doc)
+
+
+@dataclass(frozen=True, slots=True)
+class CachedEntry:
+    """A hit: the stored meta, the template and the blob bytes in splice order."""
+
+    key: str
+    meta: EntryMeta
+    template: memoryview
+    blobs: tuple[bytes, ...]
+    body: bytes | None = None  # the whole JSON body, kept ready by the hot tier
+
+    def young_enough(self, max_age: int | None, now: float) -> bool:
+        """Whether a client sending ``Cache-Control: max-age`` accepts this entry (RFC 9111 §5.2.1.1)."""
+        return max_age is None or now - self.meta.created < max_age
+
+    def age(self, now: float) -> int:
+        """Whole seconds since the entry was stored (the ``Age`` header)."""
+        return max(0, int(now - self.meta.created))
+
+    def json_body(self) -> bytes:
+        """The exact JSON body first sent to a client, in one piece."""
+        if self.body is not None:
+            return self.body
+        return b"".join(rebuild_parts(self.template, self.meta.blobs, self.blobs))
+
+    def document(self) -> dict[str, Any]:
+        """The response with its payloads still cut out (cheap: the template is small)."""
+        doc: dict[str, Any] = orjson.loads(self.template)
+        return doc
+
+    def sse_parts(
+        self, walk: BlobWalk, replay: Callable[[dict[str, Any]], Iterable[ReplayEvent]]
+    ) -> Iterator[bytes]:
+        """The entry replayed as server-sent events (``replay`` is the endpoint's, over the template
+        document), each payload spliced back into the slot ``walk`` finds at its position.
+
+        The references are checked against the template before anything is returned (a
+        ``ValueError`` means the entry is corrupt and nothing was sent yet).
+        """
+        doc = self.document()
+        slots = slots_by_position(doc, walk) if self.meta.blobs else {}
+        holes: Holes = {}
+        for ref, blob in zip(self.meta.blobs, self.blobs, strict=True):
+            slot = slots.get(ref.position)
+            if slot is None:
+                raise ValueError(f"entry {self.key}: no slot at position {ref.position}")
+            holes[id(slot.owner)] = (slot.field, blob)
+        return replay_parts(replay(doc), holes)
 
 
 def rebuild_parts(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from proxy.util.lru import ByteLRU
 
 if TYPE_CHECKING:
-    from proxy.cache.response import CachedEntry
+    from proxy.cache.entry import CachedEntry
 
 
 @dataclass(slots=True)

@@ -14,23 +14,11 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-import orjson
-
-from proxy.cache.entry import (
-    BlobWalk,
-    EntryMeta,
-    decode_entry,
-    encode_entry,
-    rebuild_parts,
-    slots_by_position,
-    split_response,
-)
+from proxy.cache.entry import BlobWalk, CachedEntry, EntryMeta, decode_entry, encode_entry, split_response
 from proxy.cache.hot import HotItem, HotTier
-from proxy.cache.replay import Holes, ReplayEvent, replay_parts
 from proxy.obs.usage import Usage
 from proxy.storage.base import ByteStore, StoreUnavailable
 from proxy.util.tasks import TaskSet
@@ -41,55 +29,6 @@ log = logging.getLogger(__name__)
 # Redis' string header). Stored whole, a 1.26 MB PNG would occupy a 1.5 MiB allocation (+19%);
 # chunked, the waste is at most the rounding of the last chunk (< 32 KiB).
 BLOB_CHUNK_BYTES = 256 * 1024 - 64
-
-
-@dataclass(frozen=True, slots=True)
-class CachedEntry:
-    """A hit: the stored meta, the template and the blob bytes in splice order."""
-
-    key: str
-    meta: EntryMeta
-    template: memoryview
-    blobs: tuple[bytes, ...]
-    body: bytes | None = None  # the whole JSON body, kept ready by the hot tier
-
-    def young_enough(self, max_age: int | None, now: float) -> bool:
-        """Whether a client sending ``Cache-Control: max-age`` accepts this entry (RFC 9111 §5.2.1.1)."""
-        return max_age is None or now - self.meta.created < max_age
-
-    def age(self, now: float) -> int:
-        """Whole seconds since the entry was stored (the ``Age`` header)."""
-        return max(0, int(now - self.meta.created))
-
-    def json_body(self) -> bytes:
-        """The exact JSON body first sent to a client, in one piece."""
-        if self.body is not None:
-            return self.body
-        return b"".join(rebuild_parts(self.template, self.meta.blobs, self.blobs))
-
-    def document(self) -> dict[str, Any]:
-        """The response with its payloads still cut out (cheap: the template is small)."""
-        doc: dict[str, Any] = orjson.loads(self.template)
-        return doc
-
-    def sse_parts(
-        self, walk: BlobWalk, replay: Callable[[dict[str, Any]], Iterable[ReplayEvent]]
-    ) -> Iterator[bytes]:
-        """The entry replayed as server-sent events (``replay`` is the endpoint's, over the template
-        document), each payload spliced back into the slot ``walk`` finds at its position.
-
-        The references are checked against the template before anything is returned (a
-        ``ValueError`` means the entry is corrupt and nothing was sent yet).
-        """
-        doc = self.document()
-        slots = slots_by_position(doc, walk) if self.meta.blobs else {}
-        holes: Holes = {}
-        for ref, blob in zip(self.meta.blobs, self.blobs, strict=True):
-            slot = slots.get(ref.position)
-            if slot is None:
-                raise ValueError(f"entry {self.key}: no slot at position {ref.position}")
-            holes[id(slot.owner)] = (slot.field, blob)
-        return replay_parts(replay(doc), holes)
 
 
 class EntryIndex(Protocol):

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from proxy.cache.response import CachedEntry
+from proxy.cache.entry import CachedEntry
 from proxy.flight.redis import RedisFlights
 from proxy.flight.results import RETRY, Claim, FlightResult, Leadership
 from proxy.storage.base import StoreUnavailable, guarded

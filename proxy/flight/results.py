@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Literal
 
-from proxy.cache.response import CachedEntry
+from proxy.cache.entry import CachedEntry
 
 Kind = Literal["entry", "stored", "error", "retry"]
 

@@ -2,7 +2,7 @@
 
 A managed request reaches the upstream with the proxy's own key, so anything not metered or free
 would spend that key outside every budget (stored completions, files, batches, fine-tunes...).
-The list is exact: method plus a full match on the checked, decoded path (``paths.Target``), and
+The list is exact: method plus a full match on the checked, decoded path (``web.paths.Target``), and
 every other route is 403 ``endpoint_not_allowed``. ``POST /v1/chat/completions`` has its own
 handler. To open a metered endpoint (images, embeddings, responses) add a row here, and name rows
 in a key's settings to allow them per key.

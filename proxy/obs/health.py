@@ -4,7 +4,7 @@ Readiness means "this pod can serve". With Redis down every replica still serves
 ``X-Cache: BYPASS``), so a 503 then would make Kubernetes drop every pod from the Service at once
 for an outage the proxy rides out; it is reported as *degraded* (body and gauge) instead. Only a
 replica that is draining after SIGTERM answers 503, so new traffic goes elsewhere while its
-requests in flight finish (``server.ProxyRunner.stop``).
+requests in flight finish (``web.server.ProxyRunner.stop``).
 """
 
 from __future__ import annotations

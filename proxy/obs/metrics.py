@@ -266,7 +266,7 @@ class ProxyMetrics:
         self.key_budget_remaining_usd.labels(key_l).set(micro_to_usd(max(remaining_micro_usd, 0)))
 
     def set_degraded(self, component: str, degraded: bool) -> None:
-        """Mirror ``health.Health``: 1 while ``component`` is degraded, else 0."""
+        """Mirror ``obs.health.Health``: 1 while ``component`` is degraded, else 0."""
         self.degraded.labels(component).set(1 if degraded else 0)
 
     def record_upstream_error(self, kind: str) -> None:

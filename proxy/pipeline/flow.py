@@ -22,21 +22,19 @@ from proxy.keys.auth import bearer_of, key_alias
 from proxy.keys.verify import UpstreamRefusal
 from proxy.obs.usage import Usage
 from proxy.pipeline.miss import Misses
-from proxy.state import REQUEST_CACHE, REQUEST_MODEL
+from proxy.state import PIPELINE, REQUEST_CACHE, REQUEST_MODEL
 from proxy.storage.base import StoreUnavailable
 from proxy.upstream.relay import ClientWriter
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Handler
 
-    from proxy.cache.response import CachedEntry
+    from proxy.cache.entry import CachedEntry
     from proxy.endpoints.base import Endpoint, Parsed
     from proxy.keys.settings import ManagedKey
     from proxy.pipeline.services import Services
 
 log = logging.getLogger(__name__)
-
-PIPELINE: web.AppKey[Pipeline] = web.AppKey("pipeline")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from proxy.upstream.session import forward_headers
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
-    from proxy.cache.response import CachedEntry
+    from proxy.cache.entry import CachedEntry
     from proxy.obs.usage import Usage
     from proxy.pipeline.flow import Call
     from proxy.pipeline.services import Services

@@ -2,7 +2,7 @@
 only on the routes allowed to it (``keys.routes``).
 
 The upstream URL is the configured base plus the checked raw path and the raw query
-(``paths.Target``), sent with ``encoded=True`` so nothing between here and the socket
+(``web.paths.Target``), sent with ``encoded=True`` so nothing between here and the socket
 re-normalises it. The body is streamed with the same limit as everywhere else, counted as it
 goes, because a chunked body announces no length.
 """

@@ -28,15 +28,12 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from proxy.errors import ProxyError
-from proxy.state import HEALTH
+from proxy.state import CLOSE_AFTER_RESPONSE, HEALTH
 
 log = logging.getLogger(__name__)
 
 # run_app's default; AppRunner alone would keep idle connections for an hour.
 KEEPALIVE_TIMEOUT_S = 75.0
-# Set on a request whose body must not be read to the end (a compression bomb, an oversize
-# upload): the connection is closed right after the answer instead of draining the body.
-CLOSE_AFTER_RESPONSE = web.RequestKey("close_after_response", bool)
 
 _Handler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -211,7 +208,7 @@ class ProxyRunner(web.AppRunner):
         """Drain (readiness 503, no new connections, in-flight requests finish), then clean up.
 
         The whole stop takes at most ``grace`` for requests in flight; background stores then
-        get their own bound (``SingleFlight`` on cleanup).
+        get their own bound (the cache's pending writes, then the flights' announcements, on cleanup).
         """
         server = self.server
         loop = asyncio.get_running_loop()
