@@ -31,6 +31,10 @@ class Parsed:
     model: str
     stream: bool = False
     usage_asked: bool = False  # a streaming client that asked for the usage chunk
+    # False: the answer depends on state the upstream keeps (Responses API ``conversation``,
+    # ``background``): never served from nor stored in the cache, whatever the headers say.
+    cacheable: bool = True
+    ttl: int | None = None  # this endpoint's own entry lifetime (a model list: short); None: PROXY_CACHE_TTL
 
 
 class Endpoint(Protocol):

@@ -2,6 +2,6 @@
 lead the flight → forward → store → account → settle. What differs per API is an ``Endpoint``
 (``proxy.endpoints``); the flow is written once, here.
 
-May import: endpoints, cache, flight, upstream, keys, obs, storage, config, errors, state, util.
+May import: endpoints, cache, flight, upstream, keys, obs, storage, state, config, errors, util.
 Budget code is only named for the type checker: the app factory hands the budget guard in.
 """

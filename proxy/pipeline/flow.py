@@ -158,8 +158,9 @@ class Pipeline:
 
     async def lookup(self, call: Call) -> Hit | Follow | Lead | Miss:
         """Look the key up (``find``), then on a miss join or lead its flight (``join``)."""
-        can_store = call.namespace is not None and call.controls.store
-        if call.namespace is None or not call.controls.lookup:
+        cacheable = call.namespace is not None and call.parsed.cacheable
+        can_store = cacheable and call.controls.store
+        if not cacheable or not call.controls.lookup:
             return Miss("BYPASS", store=can_store)
         try:
             entry, token = await self.find(call, lead_on_miss=can_store)

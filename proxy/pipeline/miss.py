@@ -97,7 +97,7 @@ class Misses:
         # An answer our own bound cut short is the client's, but not what an unbounded request gets.
         if store and doc is not None and not (bound and endpoint.cut_short(doc)):
             raw = outcome.raw if outcome.raw is not None else orjson.dumps(doc)
-            ttl = call.controls.ttl or settings.cache_ttl
+            ttl = call.controls.ttl or parsed.ttl or settings.cache_ttl
             if leadership is None:
                 await services.cache.put(call.key, raw, doc, ttl=ttl, walk=endpoint.blob_slots, usage=usage)
             else:

@@ -1,1 +1,4 @@
-"""Small helpers every package may use; they import nothing of ours."""
+"""Small helpers any package may use: the one byte-bounded LRU, background task sets.
+
+Imports nothing of ours.
+"""
