@@ -33,7 +33,11 @@ BLOB_CHUNK_BYTES = 256 * 1024 - 64
 
 class EntryIndex(Protocol):
     """Told about entries as they are stored, served and purged (issue 14: the console's index of
-    cached images, newest first with model, size and hit count, without a SCAN per page)."""
+    cached images, newest first with model, size and hit count, without a SCAN per page).
+
+    ``ResponseCache(index=...)`` calls it; none is plugged in yet. The prompt excerpt the console
+    shows is the request's: it would come from an endpoint hook through ``put``.
+    """
 
     def stored(self, entry: CachedEntry, size: int) -> None: ...
     def served(self, key: str) -> None: ...

@@ -1,11 +1,11 @@
-"""Which ``/v1`` routes a managed (proxy-issued) key may call besides chat completions.
+"""Which pass-through ``/v1`` routes a managed (proxy-issued) key may call.
 
 A managed request reaches the upstream with the proxy's own key, so anything not metered or free
 would spend that key outside every budget (stored completions, files, batches, fine-tunes...).
 The list is exact: method plus a full match on the checked, decoded path (``web.paths.Target``), and
-every other route is 403 ``endpoint_not_allowed``. ``POST /v1/chat/completions`` has its own
-handler. To open a metered endpoint (images, embeddings, responses) add a row here, and name rows
-in a key's settings to allow them per key.
+every other route is 403 ``endpoint_not_allowed``. The cached endpoints (``proxy.app.ENDPOINTS``:
+chat completions today) are not pass-through: the pipeline admits, reserves and settles them. A
+free, uncached route a managed key should reach gets a row here.
 """
 
 from __future__ import annotations
