@@ -34,6 +34,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check proxy tests bench
 	$(BIN)/ruff format --check proxy tests bench
 	$(BIN)/mypy --strict proxy
+	$(BIN)/lint-imports --no-cache
 
 # The tests run a real Prometheus (dashboards) and promtool (alert rules); Debian's `prometheus`
 # package has both. PROXY_TEST_PROMETHEUS / PROXY_TEST_PROMTOOL point the tests at other binaries.

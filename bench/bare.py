@@ -32,7 +32,7 @@ REDIS_PREFIX = web.AppKey("redis_prefix", str)
 # The headers a proxy hit carries besides Content-Type (same names, same value lengths).
 HIT_HEADERS = {"X-Cache": "HIT", "Age": "0", "X-Cache-Key": "0" * 64}
 _MAX_REQUEST_BYTES = 128 * 1024 * 1024  # the proxy's default limit is 64 MiB; never the bottleneck
-# The proxy's own Redis pool reads in 1 MiB steps (proxy/store.py); the reference must not be
+# The proxy's own Redis pool reads in 1 MiB steps (proxy/storage/redis.py); the reference must not be
 # handicapped by redis-py's 64 KiB default when it moves the same 2 MB.
 _SOCKET_READ_SIZE = 1 << 20
 

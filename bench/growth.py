@@ -41,7 +41,7 @@ from bench.runner import log
 from bench.sections import put_section
 from bench.stack import Running, Stack, Timer, common_flags, machine_busy, stack
 from bench.throughput import cache_results, request_body, warm_hits
-from proxy.cache_key import bearer_namespace
+from proxy.cache.keys import bearer_namespace
 from proxy.config import Settings
 
 LEVELS = (1_000, 10_000, 100_000)

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pybase64
 
-from proxy.sim_payloads import png_data_url
+from proxy.sim.payloads import png_data_url
 
 BEARER = "sk-bench-000000000000"
 HEADERS = {"Authorization": f"Bearer {BEARER}", "Content-Type": "application/json"}

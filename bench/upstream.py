@@ -1,6 +1,6 @@
 """The simulated upstream in its own process, so it never steals CPU from the proxy being measured.
 
-``python -m bench.upstream --port P --image-bytes N --latency S`` serves ``proxy.simulator`` plus two
+``python -m bench.upstream --port P --image-bytes N --latency S`` serves ``proxy.sim.simulator`` plus two
 bench-only routes: ``GET /_stats`` (call counters, read by the single-flight scenario) and
 ``POST /_config`` (latency knobs, flipped between scenarios without a restart).
 """
@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from bench.procs import serve_child
-from proxy.simulator import STATE_KEY, SimulatorState, create_simulator_app
+from proxy.sim.simulator import STATE_KEY, SimulatorState, create_simulator_app
 
 _KNOBS = ("latency_s", "image_latency_s")
 

@@ -1,96 +1,65 @@
-"""The application factory: everything the proxy needs is passed in or opened in ``cleanup_ctx``."""
+"""The composition root: ``create_app(settings, registry)`` builds the proxy from every package.
+
+It is the one module that imports them all (storage backends, flight, budget wiring, the web
+layer); nothing imports it but the command line and tests. Resources are opened in
+``cleanup_ctx`` generators, in order, and closed in reverse: nothing is opened until the app
+starts, so it starts while Redis is down.
+"""
 
 from __future__ import annotations
 
-import time
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
-from proxy.accounting import Accountant
-from proxy.admin import add_admin_routes, admin_auth_middleware
-from proxy.cache import ResponseCache
-from proxy.chat import chat_completions
+from proxy.budget.wiring import managed_ctx, refuse_evicting_state_ctx
+from proxy.cache.hot import HotTier
+from proxy.cache.response import ResponseCache
 from proxy.config import Settings
-from proxy.errors import ProxyError, error_middleware
-from proxy.guard import request_guard_middleware
-from proxy.handlers import CHAT_ROUTE, bearer_matches, healthz, readyz
-from proxy.health import Health, watching_store
-from proxy.hot_tier import HotTier
-from proxy.keys import (
+from proxy.endpoints.base import Endpoint
+from proxy.endpoints.chat import ChatCompletions
+from proxy.flight.flights import RedisFlights, SingleFlight, listening
+from proxy.keys.verify import CallerVerifier
+from proxy.obs.accounting import Accountant
+from proxy.obs.health import Health
+from proxy.obs.metrics import ProxyMetrics
+from proxy.obs.pricing import PriceTable, parse_pricing
+from proxy.obs.upstream_prices import UpstreamPrices
+from proxy.pipeline.flow import Pipeline, route
+from proxy.pipeline.services import Services
+from proxy.state import (
     ACCOUNTANT,
+    AUTH,
+    BUDGETS,
     CACHE,
     FLIGHTS,
     HEALTH,
     METRICS,
+    MULTIPROC_DIR,
+    PIPELINE,
+    PRICE_LOADER,
     REDIS,
     REGISTRY,
-    REQUEST_CACHE,
-    REQUEST_MODEL,
     SESSION,
     SETTINGS,
     STORE,
     VERIFIER,
 )
-from proxy.managed import managed_ctx, managed_passthrough, refuse_evicting_state_ctx
-from proxy.metrics import ProxyMetrics, render_latest
-from proxy.pricing import PriceTable, parse_pricing
-from proxy.singleflight import RedisFlights, SingleFlight, listening
-from proxy.store import ByteStore, MemoryStore, RedisStore
-from proxy.store_cluster import ClusterStore, is_cluster_url
-from proxy.upstream import make_session
-from proxy.upstream_prices import prices_ctx
-from proxy.verify import CallerVerifier
+from proxy.storage.base import ByteStore
+from proxy.storage.cluster import ClusterStore, is_cluster_url
+from proxy.storage.memory import MemoryStore
+from proxy.storage.redis import RedisStore
+from proxy.upstream.session import make_session
+from proxy.web.admin import create_admin_app
+from proxy.web.middleware import error_middleware, guard_middleware, timing_middleware
+from proxy.web.ops import healthz, metrics_handler, readyz, watching_store
+from proxy.web.passthrough import managed_passthrough
 
-MULTIPROC_DIR = web.AppKey("multiproc_dir", str)
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Time every ``/v1`` request and count it by route, model, status class and cache result."""
-    if not request.path.startswith("/v1/"):
-        return await handler(request)
-    started = time.perf_counter()
-    status = 500
-    response: web.StreamResponse | None = None
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    finally:
-        route = CHAT_ROUTE if request.path == CHAT_ROUTE else "/v1/other"
-        sent = 0
-        if response is not None:
-            # A plain web.Response is written after the middleware returns: use its known length.
-            sent = response.body_length if response.prepared else (response.content_length or 0)
-        request.app[METRICS].observe_request(
-            route,
-            request.get(REQUEST_MODEL, "none"),
-            status,
-            request.get(REQUEST_CACHE, "none"),
-            time.perf_counter() - started,
-            sent,
-        )
-
-
-async def metrics_handler(request: web.Request) -> web.Response:
-    """Prometheus exposition; aggregated over workers in multiprocess mode.
-
-    It shows key aliases, spend and remaining budgets: with ``PROXY_METRICS_TOKEN`` set it needs
-    that bearer token (compared in constant time).
-    """
-    token = request.app[SETTINGS].metrics_token
-    if token is not None and not bearer_matches(request, token):
-        raise ProxyError(
-            401,
-            "A valid metrics token is required (Authorization: Bearer $PROXY_METRICS_TOKEN).",
-            code="invalid_metrics_token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    body, content_type = render_latest(request.app[REGISTRY], request.app.get(MULTIPROC_DIR))
-    return web.Response(body=body, headers={"Content-Type": content_type})
+# The cached APIs, each served by the one pipeline (issue 13 adds images, embeddings, responses).
+ENDPOINTS: tuple[Endpoint, ...] = (ChatCompletions(),)
 
 
 def make_store(settings: Settings) -> ByteStore:
@@ -111,33 +80,38 @@ def create_app(
     """Build the proxy. Nothing is opened until the app starts (so it starts while Redis is down)."""
     registry = registry if registry is not None else CollectorRegistry()
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, request_guard_middleware, admin_auth_middleware],
+        middlewares=[
+            timing_middleware(frozenset(endpoint.route for endpoint in ENDPOINTS)),
+            error_middleware,
+            guard_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
     app[REGISTRY] = registry
     if multiprocess_dir:
         app[MULTIPROC_DIR] = multiprocess_dir
-    # A model has a metric label of its own if the current price table names it (the table is
-    # replaced when the upstream's price list is refreshed, hence the late lookup).
-    metrics = ProxyMetrics(registry, priced=lambda name: accountant.prices.names(name))  # noqa: PLW0108 - late: the table is replaced
+    metrics = ProxyMetrics(registry)
     accountant = Accountant(PriceTable.from_config(parse_pricing(settings.pricing)), metrics)
+    # A model has a metric label of its own if the live price table names it.
+    metrics.priced = accountant.priced
     app[METRICS] = metrics
     app[ACCOUNTANT] = accountant
     app[HEALTH] = Health(metrics.set_degraded)
     app.cleanup_ctx.append(refuse_evicting_state_ctx)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_session_ctx)
-    app.cleanup_ctx.append(prices_ctx)
+    app.cleanup_ctx.append(_prices_ctx)
     app.cleanup_ctx.append(_flights_ctx)
-    app.cleanup_ctx.append(managed_ctx)
-    app.router.add_post(CHAT_ROUTE, chat_completions)
+    app.cleanup_ctx.append(managed_ctx)  # keys and budgets: plugged in here, never imported by web/
+    app.cleanup_ctx.append(_pipeline_ctx)
+    for endpoint in ENDPOINTS:
+        app.router.add_route(endpoint.method, endpoint.route, route(endpoint))
     app.router.add_route("*", "/v1/{tail:.*}", managed_passthrough)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
-    if settings.admin_token is not None:
-        add_admin_routes(app)
+    app.add_subapp("/admin/", create_admin_app(settings.admin_token))
     return app
 
 
@@ -148,7 +122,14 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     if isinstance(store, RedisStore | ClusterStore):
         app[REDIS] = store.client
     hot = HotTier(settings.hot_cache_bytes) if settings.hot_cache_bytes > 0 else None
-    app[CACHE] = ResponseCache(store, settings.redis_prefix, hot=hot)
+    app[CACHE] = ResponseCache(
+        store,
+        settings.redis_prefix,
+        hot=hot,
+        max_entry_bytes=settings.cache_max_entry_bytes,
+        store_timeout=settings.store_timeout,
+        on_store_error=lambda op: app[METRICS].store_errors.labels(op).inc(),
+    )
     async with watching_store(app[HEALTH], store):
         yield
     await store.close()
@@ -163,6 +144,28 @@ async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await session.close()
+
+
+async def _prices_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Keep prices current from the upstream's list (``PROXY_UPSTREAM_PRICES``) while the app runs."""
+    settings = app[SETTINGS]
+    if not settings.upstream_prices:
+        yield
+        return
+    key = settings.upstream_api_key
+    loader = UpstreamPrices(
+        app[ACCOUNTANT],
+        app[SESSION],
+        f"{settings.upstream_base}/models",
+        authorization=None if key is None else f"Bearer {key.value}",
+        refresh_s=settings.prices_refresh,
+    )
+    app[PRICE_LOADER] = loader
+    task = asyncio.create_task(loader.run(), name="upstream-prices")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _flights_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -183,3 +186,26 @@ async def _flights_ctx(app: web.Application) -> AsyncIterator[None]:
     app[FLIGHTS] = flights
     async with listening(flights, settings.shutdown_grace):
         yield
+
+
+async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The flow, over every service above; at shutdown, the cache's pending writes (each ends its
+    flight) get the grace period before the flights' own announcements are flushed."""
+    settings = app[SETTINGS]
+    app[PIPELINE] = Pipeline(
+        Services(
+            settings=settings,
+            cache=app[CACHE],
+            flights=app[FLIGHTS],
+            session=app[SESSION],
+            auth=app[AUTH],
+            verifier=app[VERIFIER],
+            budgets=app[BUDGETS],
+            accountant=app[ACCOUNTANT],
+            metrics=app[METRICS],
+        )
+    )
+    yield
+    writes = app[CACHE].writes
+    if not await writes.drain(settings.shutdown_grace):
+        await writes.abandon(1.0)

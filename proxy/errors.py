@@ -1,17 +1,15 @@
-"""One exception type for every error the proxy itself answers, rendered in OpenAI's shape."""
+"""One exception type for every error the proxy itself answers, and its constructors.
+
+Rendered in OpenAI's shape in one place: ``proxy.web.middleware.error_middleware``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 
+import aiohttp
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
-
-from proxy.logs import clip
-
-log = logging.getLogger(__name__)
 
 
 class ProxyError(Exception):
@@ -74,7 +72,7 @@ def too_large(limit: int) -> ProxyError:
 
 
 def invalid_path() -> ProxyError:
-    """400: the request path is one the proxy refuses to interpret (see ``paths.parse_target``)."""
+    """400: the request path is one the proxy refuses to interpret (see ``web.paths.parse_target``)."""
     return ProxyError(
         400,
         "The request path is not allowed: no percent-encoded '.', '/', '\\', '%' or NUL, no "
@@ -111,27 +109,21 @@ def upstream_invalid_response() -> ProxyError:
     )
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Render ProxyError and aiohttp's own HTTP errors as OpenAI JSON, so SDKs raise the right class."""
-    try:
-        return await handler(request)
-    except ProxyError as exc:
-        return exc.response()
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        type_ = "invalid_request_error" if exc.status < 500 else "server_error"
-        return web.Response(
-            status=exc.status, body=error_body(exc.reason, type_), content_type="application/json"
+def upstream_failure(exc: BaseException) -> ProxyError:
+    """Map a client-side failure to the gateway error the client sees (504 timeout, else 502)."""
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return ProxyError(
+            504,
+            "The upstream did not answer in time.",
+            type="server_error",
+            code="upstream_timeout",
         )
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        # A bug must still answer in OpenAI's shape (SDKs then raise InternalServerError cleanly).
-        log.exception("unhandled error on %s %s", request.method, clip(request.path))
-        return web.Response(
-            status=500,
-            body=error_body("The proxy failed to handle the request.", "server_error", "proxy_error"),
-            content_type="application/json",
-        )
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # It did answer, with bytes that are not a valid HTTP response (framing, headers).
+        return upstream_invalid_response()
+    return ProxyError(
+        502,
+        f"The upstream could not be reached: {type(exc).__name__}.",
+        type="server_error",
+        code="upstream_unreachable",
+    )

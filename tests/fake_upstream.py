@@ -19,8 +19,8 @@ from types import TracebackType
 
 from aiohttp import web
 
-from proxy.png import PNG_SIGNATURE
-from proxy.simulator import SimulatorState, start_simulator
+from proxy.sim.png import PNG_SIGNATURE
+from proxy.sim.simulator import SimulatorState, start_simulator
 
 
 class FakeUpstream:

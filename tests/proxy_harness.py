@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
 from proxy.config import Settings
-from proxy.server import ProxyRunner
+from proxy.web.server import ProxyRunner
 from tests.task_dump import pending_tasks
 
 # How long aiohttp lets in-flight handlers finish when a test proxy stops.

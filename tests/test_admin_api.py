@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from proxy.cli_keys import main as keys_cli
+from proxy.cli.keys import main as keys_cli
 from tests.e2e_helpers import chat_body, chat_raw, send_raw
 from tests.fake_upstream import FakeUpstream
 from tests.managed_helpers import ADMIN_TOKEN, admin, create_key, key_status, managed_proxy

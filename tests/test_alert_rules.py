@@ -17,7 +17,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
-from proxy.metrics import ProxyMetrics
+from proxy.obs.metrics import ProxyMetrics
 from tests.prometheus_server import promtool_binary
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,14 +12,10 @@ import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.budget import (
-    BudgetLedger,
-    BudgetRefusal,
-    MemoryBudgetLedger,
-    RedisBudgetLedger,
-    Reservation,
-)
-from proxy.periods import PERIODS, Period, period_window, spend_ttl_s
+from proxy.budget.memory import MemoryBudgetLedger
+from proxy.budget.redis import RedisBudgetLedger
+from proxy.budget.types import BudgetLedger, BudgetRefusal, Reservation
+from proxy.keys.periods import PERIODS, Period, period_window, spend_ttl_s
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()
 MOMENTS = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC))

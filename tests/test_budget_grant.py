@@ -10,9 +10,11 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.budget import CompletionGrant, MemoryBudgetLedger, RedisBudgetLedger, Reservation
-from proxy.budget_plan import LUA_EXACT_LIMIT, unit_price
-from proxy.model_price import ModelPrice
+from proxy.budget.memory import MemoryBudgetLedger
+from proxy.budget.plan import LUA_EXACT_LIMIT, unit_price
+from proxy.budget.redis import RedisBudgetLedger
+from proxy.budget.types import CompletionGrant, Reservation
+from proxy.obs.model_price import ModelPrice
 
 units = st.integers(min_value=0, max_value=200_000)
 

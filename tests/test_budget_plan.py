@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.budget_plan import count_images, plan_reservation, prompt_token_bound
-from proxy.pricing import DEFAULT_PRICES
+from proxy.budget.plan import plan_reservation
+from proxy.endpoints.chat import chat_demand, count_images, prompt_token_bound
+from proxy.obs.pricing import DEFAULT_PRICES
 from tests.e2e_helpers import IMAGE_MODEL, TEXT_MODEL, chat_body
 
 MINI = DEFAULT_PRICES[TEXT_MODEL]  # gpt-4o-mini: 0.15 / 0.60 per million, 16,384 output tokens
@@ -19,7 +20,7 @@ O3 = DEFAULT_PRICES["o3"]
 
 
 def plan(body: dict[str, Any], price: Any = MINI, *, budgeted: bool = True) -> Any:
-    return plan_reservation(price, orjson.dumps(body), body, budgeted=budgeted)
+    return plan_reservation(price, chat_demand(orjson.dumps(body), body), budgeted=budgeted)
 
 
 def test_no_limit_with_a_budget_grants_typical_to_max_and_sets_the_bound() -> None:

@@ -12,14 +12,15 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from proxy.accounting import Accountant
-from proxy.budget import MemoryBudgetLedger
-from proxy.budget_guard import BudgetGuard
-from proxy.budget_plan import plan_reservation
+from proxy.budget.guard import BudgetGuard
+from proxy.budget.memory import MemoryBudgetLedger
+from proxy.budget.plan import plan_reservation
+from proxy.endpoints.chat import chat_demand
 from proxy.errors import ProxyError
-from proxy.keystore import ManagedKey
-from proxy.metrics import ProxyMetrics
-from proxy.pricing import DEFAULT_PRICES, PriceTable
+from proxy.keys.store import ManagedKey
+from proxy.obs.accounting import Accountant
+from proxy.obs.metrics import ProxyMetrics
+from proxy.obs.pricing import DEFAULT_PRICES, PriceTable
 from tests.e2e_helpers import IMAGE_MODEL, TEXT_MODEL, async_client, chat_body, chat_raw, user
 from tests.fake_upstream import FakeUpstream
 from tests.managed_helpers import (
@@ -48,7 +49,7 @@ def _image_bodies() -> list[bytes]:
 
 def _reservation(raw: bytes) -> int:
     """What the proxy reserves for a body that sets its own max_tokens (fixed, no grant range)."""
-    plan = plan_reservation(DEFAULT_PRICES[IMAGE_MODEL], raw, orjson.loads(raw), budgeted=True)
+    plan = plan_reservation(DEFAULT_PRICES[IMAGE_MODEL], chat_demand(raw, orjson.loads(raw)), budgeted=True)
     assert plan.grant is not None
     assert plan.grant.floor == plan.grant.cap == ONE_IMAGE_TOKENS
     return plan.fixed_micro + plan.grant.cost(plan.grant.cap)
@@ -222,13 +223,13 @@ async def test_day_budget_resets_at_utc_midnight() -> None:
     key = ManagedKey("k1", "daily", 50_000, "day", (), None, None, True, datetime.now(UTC))
     body = chat_body("draw", IMAGE_MODEL)
     raw = orjson.dumps(body)
-    reservation = (await guard.reserve(key, IMAGE_MODEL, raw, body)).reservation
+    reservation = (await guard.reserve(key, IMAGE_MODEL, chat_demand(raw, body))).reservation
     await guard.settle(
         key, reservation, model=IMAGE_MODEL, usage=None, cost_micro=40_000, billed_unknown=False
     )
     with pytest.raises(ProxyError) as refused:
-        await guard.reserve(key, IMAGE_MODEL, raw, body)
+        await guard.reserve(key, IMAGE_MODEL, chat_demand(raw, body))
     assert refused.value.status == 429
     assert refused.value.headers["Retry-After"] == "30"
     clock.now += 31
-    assert (await guard.reserve(key, IMAGE_MODEL, raw, body)).reservation is not None
+    assert (await guard.reserve(key, IMAGE_MODEL, chat_demand(raw, body))).reservation is not None

@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 import pytest
 import redis.asyncio as aioredis
 
-from proxy.request import MAX_CACHE_TTL, CacheControls
+from proxy.cache.controls import MAX_CACHE_TTL, CacheControls
 from tests.e2e_helpers import (
     IMAGE_MODEL,
     SMALL_IMAGE,

@@ -1,4 +1,4 @@
-"""Cache-key canonicalisation (``proxy.cache_key``): what changes the key and what must not."""
+"""Cache-key canonicalisation (``proxy.cache.keys``): what changes the key and what must not."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import pybase64
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from proxy.cache_key import (
+from proxy.cache.keys import (
     IGNORED_FIELDS,
     bearer_namespace,
     cache_hash,
     canonical_request,
     safe_namespace,
 )
-from proxy.request import FIELD_TYPES, parse_chat_body
+from proxy.endpoints.chat import FIELD_TYPES, parse_chat_body
 from tests.e2e_helpers import chat_body, chat_raw
 from tests.fake_upstream import FakeUpstream
 from tests.proxy_harness import ProxyServer

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.__main__ import WORKERS_WITHOUT_REDIS
-from proxy.cli_keys import main as keys_cli
+from proxy.cli.keys import main as keys_cli
+from proxy.cli.serve import WORKERS_WITHOUT_REDIS
 from tests.fake_upstream import FakeUpstream
 from tests.managed_helpers import ADMIN_TOKEN, managed_proxy
 from tests.proxy_process import REPO, ProxyProcess

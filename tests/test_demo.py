@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.demo import DEMO_KEY, IMAGE_MODEL, instructions
+from proxy.cli.demo import DEMO_KEY, IMAGE_MODEL, instructions
 from tests.e2e_helpers import chat_body
 from tests.proxy_process import ProxyProcess
 

@@ -19,9 +19,17 @@ import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.cache import CachedEntry
-from proxy.envelope import MIN_BLOB_BYTES, EntryMeta, decode_entry, encode_entry, split_response
-from proxy.streaming import StreamAssembler, parse_chunk, replay_chunks, sse
+from proxy.cache.entry import (
+    MIN_BLOB_BYTES,
+    CachedEntry,
+    EntryMeta,
+    decode_entry,
+    encode_entry,
+    split_response,
+)
+from proxy.endpoints.chat import ChatCompletions
+from proxy.endpoints.chat_stream import StreamAssembler, parse_chunk, replay_chunks
+from proxy.upstream.sse import sse
 from tests.e2e_helpers import (
     IMAGE_MODEL,
     SMALL_IMAGE,
@@ -39,6 +47,7 @@ OLD_MARKER = "\x1eLCP-BLOB\x1e"
 PREFIX = "data:image/png;base64,"
 # Strings that the old format treated as structure.
 TRICKY = [OLD_MARKER, ";base64,", PREFIX, '"url":"', "\\u001eLCP-BLOB\\u001e", "data:image/png;base64,AAAA"]
+CHAT = ChatCompletions()
 PROPERTY = settings(max_examples=150, deadline=None, database=None)
 
 
@@ -204,7 +213,7 @@ def serialised(doc: dict[str, Any], style: int) -> bytes:
 
 def assert_round_trips(doc: dict[str, Any], raw: bytes, include_usage: bool) -> int:
     """Store ``raw`` (``doc`` parsed), read it back, check both replays; how many blobs were cut."""
-    split = split_response(raw, doc)
+    split = split_response(raw, doc, CHAT.blob_slots)
     meta = EntryMeta(1.0, "m", 1, 2, 0, split.refs)
     decoded, template = decode_entry(encode_entry(meta, split.template))
     entry = CachedEntry("k", decoded, template, tuple(split.blobs[ref.sha256] for ref in decoded.blobs))
@@ -212,7 +221,9 @@ def assert_round_trips(doc: dict[str, Any], raw: bytes, include_usage: bool) -> 
     expected = b"".join(
         sse(orjson.dumps(chunk)) for chunk in replay_chunks(copy.deepcopy(doc), include_usage)
     )
-    assert b"".join(entry.sse_parts(include_usage)) == expected + sse(b"[DONE]")
+    assert b"".join(
+        entry.sse_parts(CHAT.blob_slots, lambda stored: CHAT.replay(stored, include_usage))
+    ) == expected + sse(b"[DONE]")
     return len(split.refs)
 
 

@@ -1,4 +1,4 @@
-"""The stored-entry format (``proxy.envelope``): images cut out as blobs, rebuilt byte for byte."""
+"""The stored-entry format (``proxy.cache.entry``): images cut out as blobs, rebuilt byte for byte."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.envelope import (
+from proxy.cache.entry import (
     MAGIC,
     MIN_BLOB_BYTES,
     BlobRef,
@@ -21,11 +21,12 @@ from proxy.envelope import (
     SplitResponse,
     decode_entry,
     encode_entry,
-    image_urls,
     rebuild_parts,
     split_response,
 )
+from proxy.endpoints.chat import ChatCompletions, image_urls
 
+CHAT = ChatCompletions()
 PROPERTY = settings(max_examples=120, deadline=None, database=None)
 PREFIX = "data:image/png;base64,"
 
@@ -81,7 +82,7 @@ def meta_of(split: SplitResponse) -> EntryMeta:
 def test_split_and_rebuild_is_byte_identical(doc: dict[str, Any], option: int) -> None:
     """For any response with 0..3 images, split + store + rebuild returns the exact original bytes."""
     raw = orjson.dumps(doc, option=option)
-    split = split_response(raw, doc)
+    split = split_response(raw, doc, CHAT.blob_slots)
     assert rebuilt(split) == raw
     meta, template = decode_entry(encode_entry(meta_of(split), split.template))
     assert meta == meta_of(split)
@@ -108,7 +109,7 @@ def test_same_image_twice_is_one_blob() -> None:
         ]
     }
     raw = orjson.dumps(doc)
-    split = split_response(raw, doc)
+    split = split_response(raw, doc, CHAT.blob_slots)
     assert len(split.refs) == 2
     assert list(split.blobs) == [hashlib.sha256(png).hexdigest()]
     assert rebuilt(split) == raw
@@ -129,7 +130,7 @@ def test_non_canonical_base64_stays_inline() -> None:
         ]
     }
     raw = orjson.dumps(doc)
-    split = split_response(raw, doc)
+    split = split_response(raw, doc, CHAT.blob_slots)
     assert split.refs == ()
     assert split.template == raw
 
@@ -149,7 +150,7 @@ def test_invalid_base64_stays_inline(payload: Any) -> None:
         "choices": [{"message": {"images": [{"image_url": {"url": PREFIX + text}}]}, "finish_reason": "stop"}]
     }
     raw = orjson.dumps(doc)
-    split = split_response(raw, doc)
+    split = split_response(raw, doc, CHAT.blob_slots)
     assert split.refs == ()
     assert rebuilt(split) == raw
 
@@ -160,7 +161,7 @@ def test_escaped_slashes_stay_inline() -> None:
     doc = {"choices": [{"message": {"images": [image_part(png)]}, "finish_reason": "stop"}]}
     raw = orjson.dumps(doc).replace(b"/", b"\\/")
     assert orjson.loads(raw) == doc
-    split = split_response(raw, doc)
+    split = split_response(raw, doc, CHAT.blob_slots)
     assert split.refs == ()
     assert split.template == raw
 
@@ -177,8 +178,8 @@ def test_empty_payload_stays_inline_beside_a_cut_image() -> None:
         ]
     }
     raw = orjson.dumps(doc)
-    split = split_response(raw, doc)
-    assert [(ref.choice, ref.image) for ref in split.refs] == [(0, 1)]
+    split = split_response(raw, doc, CHAT.blob_slots)
+    assert [ref.position for ref in split.refs] == [(0, 1)]
     assert rebuilt(split) == raw
 
 
@@ -242,7 +243,7 @@ def test_decode_entry_never_raises_anything_but_value_error(data: bytes) -> None
 
 def test_entry_meta_round_trips_with_and_without_expiry() -> None:
     """EntryMeta survives to_json/from_json, including an infinite expiry."""
-    refs = (BlobRef(3, "ab" * 32, 1000, 0, 0), BlobRef(9, "cd" * 32, 20, 1, 2))
+    refs = (BlobRef(3, "ab" * 32, 1000, (0, 0)), BlobRef(9, "cd" * 32, 20, (1, 2)))
     meta = EntryMeta(12.5, "gemini", 3, 1290, 2, refs)
     assert EntryMeta.from_json(meta.to_json()) == meta
     assert EntryMeta.from_json(EntryMeta(1.0, "m", 0, 0, 0, (), expires=99.0).to_json()).expires == 99.0

@@ -8,10 +8,9 @@ import time
 
 import aiohttp
 
-from proxy.cache import CachedEntry
-from proxy.envelope import EntryMeta
-from proxy.hot_tier import HotItem, HotTier
-from proxy.keys import CACHE
+from proxy.cache.entry import CachedEntry, EntryMeta
+from proxy.cache.hot import HotItem, HotTier
+from proxy.state import CACHE
 from tests.fake_upstream import FakeUpstream
 from tests.proxy_harness import ProxyServer, proxy_settings
 

@@ -10,16 +10,16 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aioredis
 
-from proxy.keystore import (
+from proxy.keys.redis import RedisKeyStore
+from proxy.keys.settings import hash_secret
+from proxy.keys.store import (
     InvalidKeySettings,
     KeyStore,
     ManagedKey,
     MemoryKeyStore,
     StaticKey,
     generate_secret,
-    hash_secret,
 )
-from proxy.keystore_redis import RedisKeyStore
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()
 

@@ -9,8 +9,9 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from proxy.auth import managed_namespace
-from proxy.keystore import ManagedKey, hash_secret
+from proxy.cache.keys import managed_namespace
+from proxy.keys.settings import hash_secret
+from proxy.keys.store import ManagedKey
 from tests.e2e_helpers import IMAGE_MODEL, TEXT_MODEL, chat_body, chat_raw, send_raw
 from tests.fake_upstream import FakeUpstream
 from tests.managed_helpers import (

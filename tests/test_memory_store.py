@@ -6,8 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from proxy.memory_cache import LRUMemoryCache
-from proxy.store import MemoryStore
+from proxy.storage.memory import LRUMemoryCache, MemoryStore
 from tests.e2e_helpers import IMAGE_MODEL, SMALL_IMAGE, async_client, chat_body, chat_raw, send_raw, user
 from tests.fake_upstream import FakeUpstream, png_of
 from tests.proxy_harness import ProxyServer, proxy_settings

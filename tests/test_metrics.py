@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.metrics import ProxyMetrics, render_latest
+from proxy.obs.metrics import ProxyMetrics, render_latest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -232,7 +232,7 @@ def test_unknown_upstream_error_kind_is_other() -> None:
 
 CHILD = """
 from prometheus_client import CollectorRegistry
-from proxy.metrics import ProxyMetrics
+from proxy.obs.metrics import ProxyMetrics
 m = ProxyMetrics(CollectorRegistry())
 m.accept_model("gpt-4o")
 m.observe_request("/v1/chat/completions", "gpt-4o", 200, "hit", 0.01, 10)

@@ -82,7 +82,7 @@ async def test_client_model_names_are_clipped_in_logs(
 ) -> None:
     """A long unpriced model name is logged cut to 120 characters, with how much was cut."""
     model = "sim-" + "y" * 250
-    with caplog.at_level(logging.WARNING, logger="proxy.accounting"):
+    with caplog.at_level(logging.WARNING, logger="proxy.obs.accounting"):
         reply = await chat_raw(proxy, chat_body("hi", model=model), api_key=GOOD_KEY)
     assert reply.status == 200
     lines = [record.getMessage() for record in caplog.records if "no price for model" in record.getMessage()]

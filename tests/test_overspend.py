@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from proxy.pricing import DEFAULT_PRICES
+from proxy.obs.pricing import DEFAULT_PRICES
 from tests import overspend_scenario
 from tests.budget_processes import Tenant, chat, proxy_env, standing, start_proxy, until, write_config
 from tests.e2e_helpers import IMAGE_MODEL, chat_raw

@@ -10,8 +10,8 @@ import pytest
 
 from proxy.config import Secret
 from proxy.errors import ProxyError
-from proxy.paths import parse_target
-from proxy.routes import managed_route
+from proxy.keys.routes import managed_route
+from proxy.web.paths import parse_target
 from tests.managed_helpers import ADMIN_TOKEN, UPSTREAM_KEY, create_key
 from tests.proxy_harness import ProxyServer, proxy_settings
 from tests.raw_upstream import RawUpstream

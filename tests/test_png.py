@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from proxy.png import make_png
+from proxy.sim.png import make_png
 from tests.fake_upstream import assert_valid_png
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.pricing import (
+from proxy.obs.pricing import (
     DEFAULT_PRICES,
     ModelPrice,
     PriceTable,

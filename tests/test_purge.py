@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from proxy.cache import ResponseCache
-from proxy.cache_key import safe_namespace
-from proxy.store import ByteStore, MemoryStore, RedisStore
+from proxy.cache.keys import safe_namespace
+from proxy.cache.response import ResponseCache
+from proxy.storage.base import ByteStore
+from proxy.storage.memory import MemoryStore
+from proxy.storage.redis import RedisStore
 from tests.e2e_helpers import chat_body, chat_raw
 from tests.fake_upstream import FakeUpstream
 from tests.managed_helpers import admin, create_key, managed_proxy

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from proxy.__main__ import build_parser as main_parser
-from proxy.cli_keys import build_parser as keys_parser
+from proxy.cli.keys import build_parser as keys_parser
+from proxy.cli.main import build_parser as main_parser
 from tests.e2e_helpers import chat_body, chat_raw
 from tests.fake_upstream import FakeUpstream
 from tests.managed_helpers import create_key, managed_proxy

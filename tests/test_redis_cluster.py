@@ -11,8 +11,8 @@ import pytest
 import redis
 from redis.asyncio.cluster import RedisCluster
 
-from proxy.keys import STATE_GUARD
-from proxy.store_cluster import ClusterStore, parse_cluster_url
+from proxy.state import STATE_GUARD
+from proxy.storage.cluster import ClusterStore, parse_cluster_url
 from tests.e2e_helpers import IMAGE_MODEL, TEXT_MODEL, chat_body, chat_raw, sse_chunks, sse_data
 from tests.fake_upstream import FakeUpstream, png_of
 from tests.managed_helpers import admin, create_key, key_status, managed_proxy

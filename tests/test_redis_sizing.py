@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from proxy.budget_redis import RedisBudgetLedger
-from proxy.budget_types import Reservation
+from proxy.budget.redis import RedisBudgetLedger
+from proxy.budget.types import Reservation
 from proxy.config import Secret
 from tests.e2e_helpers import IMAGE_MODEL, JSON, RawReply, chat_body, chat_raw
 from tests.fake_upstream import FakeUpstream, png_of

@@ -1,4 +1,4 @@
-"""The proxy's HTTP server (``proxy.server``): no header value ever echoed, a header read timeout,
+"""The proxy's HTTP server (``proxy.web.server``): no header value ever echoed, a header read timeout,
 draining on SIGTERM, and the aiohttp internals it relies on."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_runner import BaseRunner
 
-from proxy.server import GuardedRequestHandler
+from proxy.web.server import GuardedRequestHandler
 from tests.e2e_helpers import chat_body
 from tests.fake_upstream import FakeUpstream
 from tests.proxy_harness import ProxyServer, proxy_settings
@@ -166,7 +166,7 @@ async def test_readyz_stays_200_while_degraded_and_says_why(fake_upstream: FakeU
 
 
 def test_aiohttp_internals_the_server_relies_on() -> None:
-    """Pins every aiohttp internal ``proxy.server`` overrides or reads (aiohttp >=3.10,<4)."""
+    """Pins every aiohttp internal ``proxy.web.server`` overrides or reads (aiohttp >=3.10,<4)."""
     params = list(inspect.signature(RequestHandler.handle_error).parameters)
     assert params == ["self", "request", "status", "exc", "message"]
     assert list(inspect.signature(RequestHandler.finish_response).parameters) == [

@@ -11,7 +11,7 @@ import openai
 import pytest
 import redis.asyncio as aioredis
 
-from proxy.singleflight import RedisFlights, SingleFlight, listening
+from proxy.flight.flights import RedisFlights, SingleFlight, listening
 from tests.fake_upstream import FakeUpstream, png_of
 from tests.proxy_harness import ProxyServer, proxy_settings
 

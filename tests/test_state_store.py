@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from proxy.config import Secret
-from proxy.keys import STATE_GUARD
+from proxy.state import STATE_GUARD
 from tests.budget_processes import Tenant, chat, proxy_env, standing, start_proxy, write_config
 from tests.e2e_helpers import IMAGE_MODEL, TEXT_MODEL, chat_raw
 from tests.fake_upstream import FakeUpstream, assert_valid_png, png_of
@@ -141,7 +141,7 @@ async def test_unreachable_at_start_then_found_unsafe_refuses_budgeted_keys(
         down = await chat_raw(proxy, body, api_key=CAPPED.secret)
         server = RedisProcess(port).start("--maxmemory", "50mb", "--maxmemory-policy", "allkeys-lru")
         try:
-            with caplog.at_level(logging.ERROR, logger="proxy.state_store"):
+            with caplog.at_level(logging.ERROR, logger="proxy.budget.state_store"):
                 unsafe = await chat_raw(proxy, body, api_key=CAPPED.secret)
             unlimited = await chat_raw(proxy, body, api_key=OPEN.secret)
             gauge_unsafe = metric_value(

@@ -1,4 +1,4 @@
-"""SSE parsing, stream assembly and replay (``proxy.streaming``), as pure functions."""
+"""SSE parsing, stream assembly and replay (``proxy.upstream.sse``), as pure functions."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pybase64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.sim_payloads import Completion, build_completion
-from proxy.streaming import SSEParser, StreamAssembler, parse_chunk, replay_chunks, sse
+from proxy.endpoints.chat_stream import StreamAssembler, parse_chunk, replay_chunks
+from proxy.sim.payloads import Completion, build_completion
+from proxy.upstream.sse import SSEParser, sse
 
 PROPERTY = settings(max_examples=150, deadline=None, database=None)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from proxy.model_price import round_half_up
+from proxy.obs.model_price import round_half_up
 from tests.budget_processes import Tenant, chat, proxy_env, standing, start_proxy, until, write_config
 from tests.fake_upstream import FakeUpstream
 from tests.managed_helpers import metric_value

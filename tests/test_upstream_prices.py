@@ -12,12 +12,12 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from proxy.accounting import Accountant
 from proxy.config import Secret
-from proxy.keys import ACCOUNTANT
-from proxy.metrics import ProxyMetrics
-from proxy.pricing import DEFAULT_PRICES, PriceTable
-from proxy.upstream_prices import PRICE_LOADER, UpstreamPrices, parse_model_list
+from proxy.obs.accounting import Accountant
+from proxy.obs.metrics import ProxyMetrics
+from proxy.obs.pricing import DEFAULT_PRICES, PriceTable
+from proxy.obs.upstream_prices import UpstreamPrices, parse_model_list
+from proxy.state import ACCOUNTANT, PRICE_LOADER
 from tests.fake_upstream import FakeUpstream
 from tests.proxy_harness import ProxyServer, free_port, proxy_settings
 
@@ -168,7 +168,7 @@ async def test_a_failing_list_is_logged_clipped_and_retried(caplog: pytest.LogCa
             authorization=None,
             refresh_s=0.05,
         )
-        with caplog.at_level(logging.WARNING, logger="proxy.upstream_prices"):
+        with caplog.at_level(logging.WARNING, logger="proxy.obs.upstream_prices"):
             task = asyncio.create_task(loader.run())
             await asyncio.sleep(0.5)
             task.cancel()

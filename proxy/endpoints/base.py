@@ -1,0 +1,90 @@
+"""The Endpoint seam: everything that differs between the cached APIs, so the flow is written once.
+
+``proxy.pipeline`` runs parse → authorise → admit → lookup → join or lead the flight → forward →
+store → account → settle for every endpoint; an endpoint only answers questions about its own
+requests and answers. Chat completions (``endpoints.chat``) is the first implementation.
+
+A request is one cache entry here (N = 1). An API whose request is a batch of independently
+cacheable items (embeddings, issue 13) keeps these hooks for one item and adds a split/merge pair:
+the pipeline's batch flow looks every item up, forwards only the missing ones as one request, and
+stores and accounts per item with the same steps (docs/architecture.md, "How to add an endpoint").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from proxy.cache.entry import BlobSlot
+from proxy.cache.replay import ReplayEvent
+from proxy.obs.usage import Demand, Usage
+from proxy.upstream.relay import StreamFold
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """One request body as its endpoint understood it."""
+
+    raw: bytes  # as received: forwarded unchanged unless the endpoint adds fields
+    body: Mapping[str, Any]  # the request object (a multipart form: its fields)
+    model: str
+    stream: bool = False
+    usage_asked: bool = False  # a streaming client that asked for the usage chunk
+    # False: the answer depends on state the upstream keeps (Responses API ``conversation``,
+    # ``background``): never served from nor stored in the cache, whatever the headers say.
+    cacheable: bool = True
+    ttl: int | None = None  # this endpoint's own entry lifetime (a model list: short); None: PROXY_CACHE_TTL
+
+
+class Endpoint(Protocol):
+    """One cached API. Every method is pure (no I/O) and cheap except where it says otherwise."""
+
+    name: str  # for logs and docs: "chat.completions"
+    method: str  # "POST"
+    route: str  # the proxy's route, also the metrics label: "/v1/chat/completions"
+    upstream_path: str  # below the upstream base URL: "/chat/completions"
+    key_scope: str  # mixed into the cache key so two APIs never share an entry ("" for chat: v1 keys)
+
+    def parse(self, raw: bytes, content_type: str) -> Parsed:
+        """Validate the body (JSON, or multipart for uploads); a ``ProxyError`` 400 saying what is wrong."""
+        ...
+
+    def key_fields(self, parsed: Parsed) -> Mapping[str, Any]:
+        """What the cache key covers: every field that can change the answer (files by digest)."""
+        ...
+
+    def demand(self, parsed: Parsed) -> Demand:
+        """The most this request may cost, read from the request (the budget reserves for it)."""
+        ...
+
+    def forward_body(self, parsed: Parsed, bound: Mapping[str, int]) -> bytes:
+        """The body sent upstream: ``bound`` (the budget's completion limit) set, plus whatever the
+        proxy needs for itself (chat: ``stream_options.include_usage``)."""
+        ...
+
+    def complete(self, doc: Any) -> bool:
+        """A 200 answer complete enough to store (chat: every choice has a ``finish_reason``)."""
+        ...
+
+    def cut_short(self, doc: Mapping[str, Any]) -> bool:
+        """The answer stopped at a completion limit: served, but not stored when the proxy's own
+        bound cut it (an unbounded request would have got more)."""
+        ...
+
+    def fold(self, parsed: Parsed) -> StreamFold:
+        """A reader for a streamed answer: what to pass on, when it ended, the assembled document."""
+        ...
+
+    def blob_slots(self, doc: Mapping[str, Any]) -> list[BlobSlot]:
+        """Where base64 payloads may sit, in document order (the cache stores them as blobs)."""
+        ...
+
+    def replay(self, doc: Mapping[str, Any], usage_asked: bool) -> Iterable[ReplayEvent]:
+        """A stored answer as the events a streaming client expects, ending as a live stream does."""
+        ...
+
+    def usage(self, parsed: Parsed, usage: Mapping[str, Any] | None, doc: Mapping[str, Any] | None) -> Usage:
+        """What the answer consumed (``usage`` is the upstream's report, ``doc`` the answer if any),
+        in the units a price counts."""
+        ...

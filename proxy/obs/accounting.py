@@ -1,0 +1,98 @@
+"""Turning usage into money and metrics: what a call cost, what a hit saved."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from proxy.obs.logs import clip
+from proxy.obs.metrics import ProxyMetrics
+from proxy.obs.pricing import PriceTable
+from proxy.obs.usage import Usage
+
+log = logging.getLogger(__name__)
+
+_UNPRICED_LOGGED_MAX = 1000  # distinct model names warned about (names are client-controlled)
+_MEMO_LIMIT = 4096  # remembered costs and names per table
+
+
+class Accountant:
+    """Prices usage with the table and records it; warns once per model the table cannot price.
+
+    ``prices`` is replaced whole when the upstream's price list is refreshed
+    (``proxy.obs.upstream_prices``); a table is immutable, so a request sees one consistent table.
+    What a table says is remembered until it is replaced (bounded: names are client-controlled):
+    every cache hit prices itself and labels its model, and exact ``Fraction`` arithmetic per hit
+    would cost more than the rest of a hot hit's accounting.
+    """
+
+    def __init__(self, prices: PriceTable, metrics: ProxyMetrics) -> None:
+        self.metrics = metrics
+        self._unknown_logged: set[str] = set()
+        self._costs: dict[tuple[str, Usage], int | None] = {}
+        self._named: dict[str, bool] = {}
+        self.prices = prices
+
+    @property
+    def prices(self) -> PriceTable:
+        """The price table in use."""
+        return self._prices
+
+    @prices.setter
+    def prices(self, table: PriceTable) -> None:
+        self._prices = table
+        self._costs.clear()
+        self._named.clear()
+
+    def priced(self, name: str) -> bool:
+        """Whether the table in use lists ``name`` (lower-cased) itself: such a model has a metric
+        label of its own (``ProxyMetrics.model_label``), following the live table."""
+        named = self._named.get(name)
+        if named is None:
+            named = self._prices.names(name)
+            _remember(self._named, name, named)
+        return named
+
+    def unpriced(self, model: str, why: str) -> None:
+        """Count a call of a model nothing prices, and say so once per model."""
+        self.metrics.unknown_model.labels(self.metrics.model_label(model)).inc()
+        if model not in self._unknown_logged and len(self._unknown_logged) < _UNPRICED_LOGGED_MAX:
+            self._unknown_logged.add(model)
+            log.warning("no price for model %s: %s", clip(model), why)
+
+    def cost(self, model: str, usage: Usage) -> int:
+        """Micro-USD for ``usage`` on ``model``; 0 (counted and logged once) for an unpriced model."""
+        key = (model, usage)
+        try:
+            cost = self._costs[key]
+        except KeyError:
+            cost = self._prices.cost_micro_usd(
+                model, usage.prompt_tokens, usage.completion_tokens, usage.images, usage.input_images
+            )
+            _remember(self._costs, key, cost)
+        if cost is None:
+            self.unpriced(model, "its cost is counted as 0")
+            return 0
+        return cost
+
+    def spent(self, model: str, key_alias: str | None, usage: Usage) -> int:
+        """Record an upstream call; returns its cost in micro-USD."""
+        cost = self.cost(model, usage)
+        self.metrics.record_usage(
+            model, key_alias, usage.prompt_tokens, usage.completion_tokens, cost, usage.images
+        )
+        return cost
+
+    def saved(self, model: str, key_alias: str | None, usage: Usage) -> int:
+        """Record a cache hit: what it would have cost upstream."""
+        cost = self.cost(model, usage)
+        self.metrics.record_saved(
+            model, key_alias, usage.prompt_tokens, usage.completion_tokens, cost, usage.images
+        )
+        return cost
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value

@@ -1,0 +1,287 @@
+"""Every Prometheus metric of the proxy, on a registry the caller passes in.
+
+Names are a contract with the Grafana dashboards: change them only together.
+Labels are bounded here (model, key alias, cache result, status class) so a misbehaving
+client can neither blow up the TSDB nor leak a secret into a label.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from proxy.keys.settings import hash_secret
+from proxy.obs.pricing import micro_to_usd
+
+# 0.5 ms (memory hit) up to 300 s (slow image generation, the default upstream timeout).
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+)  # fmt: skip
+
+CACHE_RESULTS = frozenset({"hit", "miss", "bypass", "coalesced", "none"})
+UPSTREAM_ERROR_KINDS = frozenset(
+    {"status_4xx", "status_5xx", "timeout", "connect", "stream_cut", "invalid_response"}
+)
+OTHER = "other"
+# Model labels that never depend on a request: no model at all, an empty one, the overflow bucket.
+FIXED_MODEL_LABELS = frozenset({"none", "unknown", OTHER})
+ANONYMOUS = "anonymous"
+MAX_LABEL_CHARS = 64
+
+_DISALLOWED = re.compile(r"[^A-Za-z0-9._:/-]")
+# Shapes of bearer tokens: "sk-..."-style prefixes, or a long opaque run with letters and digits.
+_SECRET_PREFIX = re.compile(r"^(sk|pk|rk|bearer)[-_ ]", re.IGNORECASE)
+_OPAQUE = re.compile(r"^[A-Za-z0-9_\-+/=.]{32,}$")
+
+
+def _sanitize(value: str) -> str:
+    return _DISALLOWED.sub("_", value.strip())[:MAX_LABEL_CHARS]
+
+
+def _looks_secret(value: str) -> bool:
+    if _SECRET_PREFIX.match(value):
+        return True
+    return bool(_OPAQUE.match(value) and any(c.isdigit() for c in value) and any(c.isalpha() for c in value))
+
+
+class _BoundedLabels:
+    """First ``limit`` distinct values admitted pass through, later ones collapse into ``other``."""
+
+    __slots__ = ("_limit", "_seen")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def admit(self, value: str) -> None:
+        """Give ``value`` a label of its own while the budget lasts."""
+        if value != OTHER and len(self._seen) < self._limit:
+            self._seen.add(value)
+
+    def __contains__(self, value: str) -> bool:
+        return value in self._seen
+
+    def __call__(self, value: str) -> str:
+        if value == OTHER or value in self._seen:
+            return value
+        if len(self._seen) >= self._limit:
+            return OTHER
+        self._seen.add(value)
+        return value
+
+
+class ProxyMetrics:
+    """Typed handles on all proxy metrics plus one-line helpers for the request path."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        max_model_labels: int = 64,
+        max_key_labels: int = 256,
+        priced: Callable[[str], bool] = lambda _name: False,
+    ) -> None:
+        self._models = _BoundedLabels(max_model_labels)
+        self._keys = _BoundedLabels(max_key_labels)
+        # Whether the live price table names a model (the app sets ``Accountant.priced``).
+        self.priced = priced
+
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(f"llm_proxy_{name}", doc, labels, registry=registry)
+
+        def histogram(name: str, doc: str, *labels: str) -> Histogram:
+            return Histogram(f"llm_proxy_{name}", doc, labels, buckets=LATENCY_BUCKETS, registry=registry)
+
+        def gauge(name: str, doc: str, *labels: str) -> Gauge:
+            # "mostrecent" reports the value the last writing worker set: right for a budget
+            # shared in Redis, where summing across workers would multiply it by N.
+            return Gauge(f"llm_proxy_{name}", doc, labels, registry=registry, multiprocess_mode="mostrecent")
+
+        self.requests = counter(
+            "requests_total", "Client requests.", "route", "model", "status_class", "cache"
+        )
+        self.cache_results = counter("cache_results_total", "Cache lookups.", "model", "result")
+        self.prompt_tokens = counter("prompt_tokens_total", "Prompt tokens billed.", "model", "key")
+        self.completion_tokens = counter(
+            "completion_tokens_total", "Completion tokens billed.", "model", "key"
+        )
+        self.images_generated = counter("images_generated_total", "Images generated upstream.", "model")
+        self.images_served_from_cache = counter(
+            "images_served_from_cache_total", "Images served from the cache.", "model"
+        )
+        self.cost_usd = counter("cost_usd_total", "USD spent upstream (list prices).", "model", "key")
+        self.cost_saved_usd = counter(
+            "cost_saved_usd_total", "USD not spent thanks to the cache.", "model", "key"
+        )
+        self.tokens_saved = counter(
+            "tokens_saved_total", "Prompt + completion tokens served from cache.", "model", "key"
+        )
+        self.bytes_served = counter("bytes_served_total", "Response bytes sent.", "cache")
+        self.request_duration = histogram(
+            "request_duration_seconds", "Request to last byte sent.", "route", "cache"
+        )
+        self.upstream_duration = histogram(
+            "upstream_duration_seconds", "Upstream call to last byte.", "model"
+        )
+        self.upstream_ttfb = histogram("upstream_ttfb_seconds", "Upstream time to first byte.", "model")
+        self.upstream_errors = counter("upstream_errors_total", "Upstream failures.", "kind")
+        self.store_errors = counter("store_errors_total", "Cache/budget store failures.", "op")
+        self.coalesced_requests = counter(
+            "coalesced_requests_total", "Requests answered by another in-flight call.", "model"
+        )
+        self.unknown_model = counter(
+            "unknown_model_total", "Requests for models without a price (cost 0).", "model"
+        )
+        self.budget_rejections = counter(
+            "budget_rejections_total", "Requests refused over a key budget.", "key"
+        )
+        self.key_spend_usd = counter("key_spend_usd_total", "USD spent per key.", "key")
+        self.key_budget_usd = gauge("key_budget_usd", "Key budget for its current period.", "key")
+        self.key_budget_remaining_usd = gauge(
+            "key_budget_remaining_usd", "Key budget left in its current period.", "key"
+        )
+        self.degraded = Gauge(
+            "llm_proxy_degraded",
+            "1 while a component of this replica is degraded (it still serves; see /readyz).",
+            ["component"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+
+    def model_label(self, model: str) -> str:
+        """Model name safe as a label: charset-restricted, <= 64 chars, bounded cardinality.
+
+        Only models in the price table (under the table's own name, so case variants are one
+        label) or models the upstream answered with a 2xx (``accept_model``, first
+        ``max_model_labels`` of them) get a label of their own; anything else is ``other``, so
+        junk names from refused or unauthenticated requests can never use up the budget.
+        """
+        name = model.strip().lower()
+        if self.priced(name):
+            return _sanitize(name)
+        label = _sanitize(model) or "unknown"
+        if label in FIXED_MODEL_LABELS or label in self._models:
+            return label
+        return OTHER
+
+    def accept_model(self, model: str) -> None:
+        """The upstream answered ``model`` with a 2xx (or a hit proves it did): it may have a label."""
+        if not self.priced(model.strip().lower()):
+            self._models.admit(_sanitize(model) or "unknown")
+
+    def key_label(self, alias: str | None) -> str:
+        """Key alias safe as a label; a value that looks like a secret is replaced by a hash tag."""
+        if not alias or not alias.strip():
+            return ANONYMOUS
+        if _looks_secret(alias.strip()):
+            # Callers should pass aliases; this is the safety net if one passes a bearer.
+            digest = hash_secret(alias.strip())[:12]
+            return self._keys(f"hash:{digest}")
+        return self._keys(_sanitize(alias))
+
+    @staticmethod
+    def status_class(status: int) -> str:
+        """HTTP status as "2xx", "4xx", ...; anything outside 100..599 is "other"."""
+        return f"{status // 100}xx" if 100 <= status <= 599 else OTHER
+
+    @staticmethod
+    def cache_label(cache: str) -> str:
+        """Cache outcome as one of hit|miss|bypass|coalesced|none."""
+        value = cache.strip().lower()
+        return value if value in CACHE_RESULTS else "none"
+
+    def observe_request(  # noqa: PLR0917 -- mirrors the label order of requests_total
+        self,
+        route: str,
+        model: str,
+        status: int,
+        cache: str,
+        duration_s: float,
+        bytes_served: int = 0,
+    ) -> None:
+        """Count one finished client request with its latency and body size."""
+        cache_l = self.cache_label(cache)
+        self.requests.labels(route, self.model_label(model), self.status_class(status), cache_l).inc()
+        self.request_duration.labels(route, cache_l).observe(max(duration_s, 0.0))
+        if bytes_served > 0:
+            self.bytes_served.labels(cache_l).inc(bytes_served)
+
+    def record_cache_result(self, model: str, result: str) -> None:
+        """Count one cache lookup outcome (coalesced ones also in the coalesced counter)."""
+        result_l = self.cache_label(result)
+        model_l = self.model_label(model)
+        self.cache_results.labels(model_l, result_l).inc()
+        if result_l == "coalesced":
+            self.coalesced_requests.labels(model_l).inc()
+
+    def record_usage(  # noqa: PLR0917 -- positional order is the documented call-site contract
+        self,
+        model: str,
+        key: str | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost_micro_usd: int,
+        images: int,
+    ) -> None:
+        """Account what an upstream call consumed; ``key`` is the alias, never the secret."""
+        model_l, key_l = self.model_label(model), self.key_label(key)
+        self.prompt_tokens.labels(model_l, key_l).inc(max(prompt_tokens, 0))
+        self.completion_tokens.labels(model_l, key_l).inc(max(completion_tokens, 0))
+        usd = micro_to_usd(max(cost_micro_usd, 0))
+        self.cost_usd.labels(model_l, key_l).inc(usd)
+        self.key_spend_usd.labels(key_l).inc(usd)
+        self.images_generated.labels(model_l).inc(max(images, 0))
+
+    def record_saved(  # noqa: PLR0917 -- same order as record_usage
+        self,
+        model: str,
+        key: str | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost_micro_usd: int,
+        images: int,
+    ) -> None:
+        """Account what a cache hit would have cost had it gone upstream."""
+        model_l, key_l = self.model_label(model), self.key_label(key)
+        saved_tokens = max(prompt_tokens, 0) + max(completion_tokens, 0)
+        self.tokens_saved.labels(model_l, key_l).inc(saved_tokens)
+        self.cost_saved_usd.labels(model_l, key_l).inc(micro_to_usd(max(cost_micro_usd, 0)))
+        self.images_served_from_cache.labels(model_l).inc(max(images, 0))
+
+    def set_key_budget(self, key: str | None, budget_micro_usd: int, remaining_micro_usd: int) -> None:
+        """Publish a key's budget and what is left of it (remaining floored at 0)."""
+        key_l = self.key_label(key)
+        self.key_budget_usd.labels(key_l).set(micro_to_usd(budget_micro_usd))
+        self.key_budget_remaining_usd.labels(key_l).set(micro_to_usd(max(remaining_micro_usd, 0)))
+
+    def set_degraded(self, component: str, degraded: bool) -> None:
+        """Mirror ``obs.health.Health``: 1 while ``component`` is degraded, else 0."""
+        self.degraded.labels(component).set(1 if degraded else 0)
+
+    def record_upstream_error(self, kind: str) -> None:
+        """Count an upstream failure; unknown kinds are counted as "other"."""
+        self.upstream_errors.labels(kind if kind in UPSTREAM_ERROR_KINDS else OTHER).inc()
+
+
+def render_latest(registry: CollectorRegistry, multiprocess_dir: str | None = None) -> tuple[bytes, str]:
+    """Body and content type for ``/metrics``; aggregates all workers when a dir is given.
+
+    In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, read by the caller) each worker writes
+    its values to files there, so a fresh registry reading those files sees every worker.
+    """
+    if multiprocess_dir:
+        aggregate = CollectorRegistry()
+        MultiProcessCollector(aggregate, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(aggregate), CONTENT_TYPE_LATEST
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,285 @@
+"""The flow, up to the upstream: identify the request, look it up, join or lead its flight, serve.
+
+A hot image hit runs in this module, the endpoint's ``parse``, the cache's ``fresh`` and the
+caller checks, nothing else: no store, flight, upstream or budget code (``tests/test_hit_path.py``
+traces it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from proxy.cache.controls import CacheControls
+from proxy.cache.keys import cache_hash, managed_namespace, passthrough_namespace
+from proxy.errors import too_large
+from proxy.flight.results import RETRY, FlightResult, Leadership
+from proxy.keys.auth import bearer_of, key_alias
+from proxy.keys.verify import UpstreamRefusal
+from proxy.obs.usage import Usage
+from proxy.pipeline.miss import Misses
+from proxy.state import PIPELINE, REQUEST_CACHE, REQUEST_MODEL
+from proxy.storage.base import StoreUnavailable
+from proxy.upstream.relay import ClientWriter
+
+if TYPE_CHECKING:
+    from aiohttp.typedefs import Handler
+
+    from proxy.cache.entry import CachedEntry
+    from proxy.endpoints.base import Endpoint, Parsed
+    from proxy.keys.settings import ManagedKey
+    from proxy.pipeline.services import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Everything decided about one request before the cache is consulted."""
+
+    endpoint: Endpoint
+    parsed: Parsed
+    bearer: str | None  # a pass-through caller's own key: verified before any cached answer
+    managed: ManagedKey | None  # a proxy-issued key: budget enforced, the proxy's key used upstream
+    alias: str | None  # the caller's label in metrics, never a secret
+    controls: CacheControls
+    namespace: str | None  # None: this request is neither served from nor stored in the cache
+    digest: str
+    key: str
+
+    @property
+    def model(self) -> str:
+        """The model the client asked for."""
+        return self.parsed.model
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """The lookup found an entry to serve."""
+
+    entry: CachedEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """An identical request is in flight: its outcome is ours."""
+
+    result: FlightResult
+
+
+@dataclass(frozen=True, slots=True)
+class Lead:
+    """This request goes upstream for everyone waiting on the same key; it must end the flight."""
+
+    leadership: Leadership
+
+
+@dataclass(frozen=True, slots=True)
+class Miss:
+    """Go upstream alone: ``result`` is MISS or BYPASS, ``store`` whether the answer may be kept."""
+
+    result: str
+    store: bool
+
+
+def route(endpoint: Endpoint) -> Handler:
+    """The aiohttp handler of ``endpoint``: the app's pipeline, serving that endpoint."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await request.app[PIPELINE].serve(request, endpoint)
+
+    return handle
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing oversize bodies with 413 before (or while) reading them."""
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large(limit)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large(limit) from None
+
+
+class Pipeline:
+    """The flow for every endpoint; built once by the app factory from the app's services."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.misses = Misses(services)
+
+    async def serve(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+        """Serve from cache, join an identical request in flight, or go upstream (and store)."""
+        call = await self.identify(request, endpoint)
+        step = await self.lookup(call)
+        if isinstance(step, Hit):
+            return await self.serve_hit(request, call, step.entry, "HIT")
+        if isinstance(step, Follow):
+            return await self.serve_flight(request, call, step.result)
+        if isinstance(step, Lead):
+            return await self.lead(request, call, step.leadership)
+        response, _ = await self.misses.forward(request, call, step.result, store=step.store)
+        return response
+
+    async def identify(self, request: web.Request, endpoint: Endpoint) -> Call:
+        """Authorise (401 before reading a body we will not use), parse (413, 400), admit a managed
+        key (403, 429, 503) and derive the cache key from the caller's namespace."""
+        services = self.services
+        scope = services.settings.cache_scope
+        bearer = bearer_of(request.headers)
+        managed = await services.auth.resolve(bearer)
+        raw = await read_body(request, services.settings.max_body_bytes)
+        parsed = endpoint.parse(raw, request.content_type)
+        controls = CacheControls.from_headers(request.headers)
+        if managed is not None:
+            await services.budgets.admit(managed, parsed.model)
+            # Never verified upstream nor forwarded: the proxy presents its own key for managed keys.
+            bearer = None
+            namespace: str | None = managed_namespace(managed, scope, controls.namespace)
+        else:
+            namespace = passthrough_namespace(scope, bearer, controls.namespace)
+        digest = cache_hash(endpoint.key_fields(parsed), namespace or "", endpoint.key_scope)
+        request[REQUEST_MODEL] = parsed.model
+        return Call(
+            endpoint=endpoint,
+            parsed=parsed,
+            bearer=bearer,
+            managed=managed,
+            alias=managed.alias if managed is not None else key_alias(bearer),
+            controls=controls,
+            namespace=namespace,
+            digest=digest,
+            key=services.cache.entry_key(namespace or "", digest),
+        )
+
+    async def lookup(self, call: Call) -> Hit | Follow | Lead | Miss:
+        """Look the key up (``find``), then on a miss join or lead its flight (``join``)."""
+        cacheable = call.namespace is not None and call.parsed.cacheable
+        can_store = cacheable and call.controls.store
+        if not cacheable or not call.controls.lookup:
+            return Miss("BYPASS", store=can_store)
+        try:
+            entry, token = await self.find(call, lead_on_miss=can_store)
+        except StoreUnavailable as exc:
+            log.warning("cache lookup failed, bypassing: %s", exc)
+            self.services.metrics.store_errors.labels("get").inc()
+            return Miss("BYPASS", store=False)
+        if entry is not None:
+            return Hit(entry)
+        if not can_store:
+            return Miss("MISS", store=False)
+        return await self.join(call, token)
+
+    async def find(self, call: Call, *, lead_on_miss: bool) -> tuple[CachedEntry | None, str | None]:
+        """The entry, from the hot tier (no I/O) or the store; on a miss that will lead, also the
+        flight lock (raises StoreUnavailable).
+
+        Still one Redis round trip on plain Redis: the flight's ``claim`` reads the entry record
+        and, when there is none, takes the lock in the same script; the cache then opens the record
+        it read. The lock token goes to ``join``; a hit never takes it.
+        """
+        cache, flights = self.services.cache, self.services.flights
+        max_age = call.controls.max_age
+        entry = cache.fresh(call.key, max_age)
+        if entry is not None:
+            return entry, None
+        if lead_on_miss and flights.claims:
+            claim = await flights.claim(call.digest, call.key)
+            return await cache.open(call.key, claim.record, max_age), claim.token
+        return await cache.lookup(call.key, max_age), None
+
+    async def join(self, call: Call, token: str | None) -> Follow | Lead | Miss:
+        """Lead the flight of this key, or follow the one in progress (here or on another replica)."""
+        joined = await self.services.flights.join(
+            call.digest, call.key, lambda: self._quiet_lookup(call), token
+        )
+        if isinstance(joined, Leadership):
+            return Lead(joined)
+        # A late joiner gets an answer that existed before it asked, i.e. a stored entry: it must
+        # satisfy the client's max-age like any other; if not, this request refreshes it itself.
+        late = joined.entry if joined.late else None
+        if late is None or late.young_enough(call.controls.max_age, time.time()):
+            return Follow(joined)
+        return Miss("MISS", store=True)
+
+    async def _quiet_lookup(self, call: Call) -> CachedEntry | None:
+        try:
+            return await self.services.cache.lookup(call.key, call.controls.max_age)
+        except StoreUnavailable:
+            return None
+
+    async def serve_hit(
+        self, request: web.Request, call: Call, entry: CachedEntry, result: str
+    ) -> web.StreamResponse:
+        """A cached answer, only for a caller the upstream accepts; accounted as savings."""
+        services = self.services
+        if call.bearer is not None:
+            try:
+                await services.verifier.ensure(call.bearer)
+            except UpstreamRefusal as refusal:
+                request[REQUEST_CACHE] = "none"
+                return web.Response(status=refusal.status, body=refusal.body, content_type="application/json")
+        meta = entry.meta
+        usage = Usage(meta.prompt_tokens, meta.completion_tokens, meta.images)
+        saved = services.accountant.saved(call.model, call.alias, usage)
+        if call.managed is not None:
+            await services.budgets.on_hit(call.managed, call.model, usage, saved)
+        request[REQUEST_CACHE] = result
+        services.metrics.accept_model(call.model)  # only an upstream 2xx is ever stored
+        services.metrics.record_cache_result(call.model, result)
+        headers = {"X-Cache": result, "Age": str(entry.age(time.time())), "X-Cache-Key": call.digest}
+        if not call.parsed.stream:
+            return web.Response(body=entry.json_body(), content_type="application/json", headers=headers)
+        endpoint, usage_asked = call.endpoint, call.parsed.usage_asked
+        # Checked before the status line goes out: a corrupt entry raises here, nothing sent yet.
+        parts = entry.sse_parts(endpoint.blob_slots, lambda doc: endpoint.replay(doc, usage_asked))
+        response = web.StreamResponse(
+            headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        # A client that goes away mid-replay is normal (it has what it needed): stop quietly.
+        writer = ClientWriter(response)
+        await writer.prepare(request)
+        for part in parts:
+            await writer.write(part)
+            if writer.gone:
+                break
+        await writer.finish()
+        return response
+
+    async def serve_flight(
+        self, request: web.Request, call: Call, result: FlightResult
+    ) -> web.StreamResponse:
+        """What the flight we joined ended with: its entry, or the error every identical request gets."""
+        if result.entry is not None:
+            return await self.serve_hit(request, call, result.entry, "HIT" if result.late else "COALESCED")
+        request[REQUEST_CACHE] = "coalesced"
+        self.services.metrics.record_cache_result(call.model, "coalesced")
+        return web.Response(
+            status=result.status,
+            body=result.body,
+            content_type="application/json",
+            headers={"X-Cache": "COALESCED", "X-Cache-Key": call.digest},
+        )
+
+    async def lead(self, request: web.Request, call: Call, leadership: Leadership) -> web.StreamResponse:
+        """The one request of a flight that goes upstream; followers get what it produced."""
+        outcome: FlightResult = RETRY
+        handed_off = False
+        try:
+            # The previous flight may have stored the answer between our lookup and our leadership
+            # (unless taking the Redis lock already showed there is no entry).
+            entry = None if leadership.entry_absent else await self._quiet_lookup(call)
+            if entry is not None:
+                outcome = FlightResult("entry", entry)
+                return await self.serve_hit(request, call, entry, "HIT")
+            response, handed_off = await self.misses.forward(
+                request, call, "MISS", store=True, leadership=leadership
+            )
+            return response
+        finally:
+            if not handed_off:
+                await self.services.flights.finish(leadership, outcome)

@@ -1,0 +1,34 @@
+"""What the flow works with: the app's services, opened by its cleanup contexts and handed over once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from proxy.budget.guard import BudgetGuard
+    from proxy.cache.response import ResponseCache
+    from proxy.config import Settings
+    from proxy.flight.flights import SingleFlight
+    from proxy.keys.auth import KeyAuthenticator
+    from proxy.keys.verify import CallerVerifier
+    from proxy.obs.accounting import Accountant
+    from proxy.obs.metrics import ProxyMetrics
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything one request may need; the budget guard is plugged in by the app factory (the
+    pipeline names its type only for the type checker, so importing the flow loads no budget code)."""
+
+    settings: Settings
+    cache: ResponseCache
+    flights: SingleFlight
+    session: aiohttp.ClientSession
+    auth: KeyAuthenticator
+    verifier: CallerVerifier
+    budgets: BudgetGuard
+    accountant: Accountant
+    metrics: ProxyMetrics

@@ -1,0 +1,69 @@
+"""The simulator's model catalogue, answered in LLMGateway's ``GET /v1/models`` shape.
+
+Shape as LLMGateway's gateway builds it (theopenco/llmgateway, ``apps/gateway/src/models/
+models.ts``): per model ``id``, ``name``, ``aliases``, ``family``, ``architecture``, ``pricing``
+(``prompt``/``completion`` USD per token, ``image`` USD per input image, ``request`` USD per
+call, all decimal strings), ``free``; plus OpenAI's ``object``/``owned_by`` so the openai SDK's
+``models.list()`` reads it too. Prices are written both ways JavaScript prints numbers (``2.5e-6``
+and ``0.0000025``), and one entry carries the catalogue's ``"0"`` for an unknown price, so the
+proxy's price loader meets what the real one sends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.sim.payloads import IMAGE_MODELS, TEXT_MODELS
+
+
+@dataclass(frozen=True, slots=True)
+class SimModel:
+    """One catalogue entry: prices as the upstream writes them."""
+
+    id: str
+    prompt: str
+    completion: str
+    image: str = "0"
+    request: str = "0"
+    free: bool = False
+    aliases: tuple[str, ...] = ()
+    output: tuple[str, ...] = ("text",)
+
+
+# The same list prices as the proxy's built-in table for the models both know.
+CATALOGUE: tuple[SimModel, ...] = (
+    SimModel("gpt-4o-mini", "0.15e-6", "0.6e-6", aliases=("gpt-4o-mini-2024-07-18",)),
+    SimModel("gpt-4o", "2.5e-6", "10.0e-6"),
+    # Known only to the upstream: priced by the list alone, in plain decimal notation.
+    SimModel("sim-text-1", "0.0000025", "0.00001", aliases=("sim-text",)),
+    SimModel("gemini-2.5-flash-image-preview", "0.3e-6", "30e-6", output=("text", "image")),
+    SimModel("sim-free-1", "0", "0", free=True),
+    SimModel("sim-unpriced-1", "0", "0"),  # the catalogue's "no price known"
+)
+assert {m.id for m in CATALOGUE} >= {*TEXT_MODELS, *IMAGE_MODELS}
+
+
+def model_list(created: int) -> dict[str, Any]:
+    """The ``/v1/models`` body."""
+    data = [
+        {
+            "id": model.id,
+            "object": "model",
+            "created": created,
+            "owned_by": "simulator",
+            "name": model.id,
+            "aliases": list(model.aliases),
+            "family": "simulator",
+            "architecture": {"input_modalities": ["text", "image"], "output_modalities": list(model.output)},
+            "pricing": {
+                "prompt": model.prompt,
+                "completion": model.completion,
+                "image": model.image,
+                "request": model.request,
+            },
+            "free": model.free,
+        }
+        for model in CATALOGUE
+    ]
+    return {"object": "list", "data": data}

@@ -1,0 +1,123 @@
+"""What every request passes through, in this order: timing, error rendering, the request guard.
+
+- ``timing_middleware``: latency, size and outcome of every ``/v1`` request (``obs.metrics``).
+- ``error_middleware``: the one place a ``ProxyError`` (or aiohttp's own HTTP error, or a bug)
+  becomes OpenAI's ``{"error": {...}}`` JSON, so SDKs raise the right exception class.
+- ``guard_middleware``: checks before any handler reads the request (target, headers, body
+  encoding). They run on every route (``/v1``, ``/admin``, ``/metrics``...), so no handler ever
+  sees a path a decoder could re-interpret, a header it could not forward, or a compressed body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from proxy.errors import ProxyError, error_body, invalid_header, unsupported_encoding
+from proxy.obs.logs import clip
+from proxy.state import METRICS, REQUEST_CACHE, REQUEST_MODEL, TARGET
+from proxy.web.paths import parse_target
+from proxy.web.server import close_after_response
+
+log = logging.getLogger(__name__)
+
+
+def timing_middleware(routes: frozenset[str]) -> Middleware:
+    """Time every ``/v1`` request and count it by route (one of ``routes``, else ``/v1/other``),
+    model, status class and cache result."""
+
+    @web.middleware
+    async def timing(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/v1/"):
+            return await handler(request)
+        started = time.perf_counter()
+        status = 500
+        response: web.StreamResponse | None = None
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        finally:
+            route = request.path if request.path in routes else "/v1/other"
+            sent = 0
+            if response is not None:
+                # A plain web.Response is written after the middleware returns: use its known length.
+                sent = response.body_length if response.prepared else (response.content_length or 0)
+            request.app[METRICS].observe_request(
+                route,
+                request.get(REQUEST_MODEL, "none"),
+                status,
+                request.get(REQUEST_CACHE, "none"),
+                time.perf_counter() - started,
+                sent,
+            )
+
+    return timing
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render ProxyError and aiohttp's own HTTP errors as OpenAI JSON, so SDKs raise the right class."""
+    try:
+        return await handler(request)
+    except ProxyError as exc:
+        return exc.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        type_ = "invalid_request_error" if exc.status < 500 else "server_error"
+        return web.Response(
+            status=exc.status, body=error_body(exc.reason, type_), content_type="application/json"
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        # A bug must still answer in OpenAI's shape (SDKs then raise InternalServerError cleanly).
+        log.exception("unhandled error on %s %s", request.method, clip(request.path))
+        return web.Response(
+            status=500,
+            body=error_body("The proxy failed to handle the request.", "server_error", "proxy_error"),
+            content_type="application/json",
+        )
+
+
+_IDENTITY = frozenset({"", "identity"})
+
+
+@web.middleware
+async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """400 for a path or header the proxy will not interpret, 415 for a compressed body."""
+    request[TARGET] = parse_target(request.raw_path)
+    check_headers(request.headers)
+    # RFC 9110 §8.4: a server may answer 415 to a content coding it does not accept. Inflating
+    # would turn 61 KB on the wire into 60 MB in memory; the body is not even read (the server
+    # never decompresses, see server.ProxyRunner) and the connection is closed after the answer.
+    codings = ",".join(request.headers.getall("Content-Encoding", ()))
+    if any(coding.strip().lower() not in _IDENTITY for coding in codings.split(",")):
+        close_after_response(request)
+        raise unsupported_encoding()
+    return await handler(request)
+
+
+def check_headers(headers: Mapping[str, str]) -> None:
+    """400 ``invalid_header`` for a value the proxy could not use or forward; the value is never shown.
+
+    aiohttp decodes header bytes as UTF-8 with ``surrogateescape``: invalid UTF-8 would fail only
+    when forwarded (a 500 with the value in a traceback). Credentials must be printable ASCII.
+    """
+    for name, value in headers.items():
+        if value.isascii():
+            if name.lower() == "authorization" and not value.isprintable():
+                raise invalid_header()
+            continue
+        if name.lower() == "authorization":
+            raise invalid_header()
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise invalid_header() from None

@@ -1,0 +1,76 @@
+"""The hot path, traced: a hot-tier image hit runs code of six packages only (web, pipeline,
+endpoints, cache, keys, obs), never the store, the flight, the upstream or the budget code."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+import aiohttp
+
+from tests.fake_upstream import FakeUpstream
+from tests.proxy_harness import ProxyServer, proxy_settings
+
+IMAGE_MODEL = "gemini-2.5-flash-image-preview"
+BODY = {"model": IMAGE_MODEL, "messages": [{"role": "user", "content": "the hot path"}]}
+HEADERS = {"Authorization": "Bearer sk-hot-path"}
+# The packages a hot hit may cross: the HTTP layer, the flow, the endpoint's parse, the cache's
+# hot tier, who is calling, and the accounting of what the hit saved.
+HIT_PACKAGES = {"web", "pipeline", "endpoints", "cache", "keys", "obs"}
+
+
+# The app's own background loops (named tasks) may wake up during the traced request: not the hit.
+BACKGROUND_TASKS = {"store-health", "state-store-guard", "upstream-prices"}
+
+
+@contextmanager
+def traced(modules: dict[str, set[str]]) -> Iterator[None]:
+    """Collect, per ``proxy.*`` module, the functions that run (Python frames; C calls are not ours)."""
+
+    def profile(frame: FrameType, event: str, arg: Any) -> None:
+        if event == "call":
+            task = asyncio.current_task()
+            if task is not None and task.get_name() in BACKGROUND_TASKS:
+                return
+            name = frame.f_globals.get("__name__", "")
+            if name.startswith("proxy."):
+                modules.setdefault(name, set()).add(frame.f_code.co_qualname)
+
+    sys.setprofile(profile)
+    try:
+        yield
+    finally:
+        sys.setprofile(None)
+
+
+async def test_a_hot_image_hit_crosses_six_packages(fake_upstream: FakeUpstream, key_prefix: str) -> None:
+    """MISS, HIT (from the store, now hot), then a traced hot HIT: the proxy code it runs belongs
+    to web, pipeline, endpoints, cache, keys and obs; storage, flight, upstream, budget, config,
+    util and the composition root stay untouched (the module list is printed for the report)."""
+    fake_upstream.state.image_bytes = 200_000
+    async with (
+        ProxyServer(proxy_settings(fake_upstream.url, None, key_prefix)) as proxy,
+        aiohttp.ClientSession() as session,
+    ):
+        url = f"{proxy.url}/chat/completions"
+        for expected in ("MISS", "HIT"):
+            async with session.post(url, json=BODY, headers=HEADERS) as response:
+                assert response.headers["X-Cache"] == expected
+                first = await response.read()
+        modules: dict[str, set[str]] = {}
+        with traced(modules):
+            async with session.post(url, json=BODY, headers=HEADERS) as response:
+                body = await response.read()
+    assert response.headers["X-Cache"] == "HIT"
+    assert body == first
+    assert fake_upstream.chat_calls == 1
+    for name in sorted(modules):
+        print(f"{name}: {', '.join(sorted(modules[name]))}")
+    packages = {name.split(".")[1] for name in modules}
+    assert packages == HIT_PACKAGES, sorted(packages)
+    assert "proxy.cache.response" in modules  # served by the hot tier...
+    assert not any(name.startswith(("proxy.storage", "proxy.flight")) for name in modules)  # ...no store
