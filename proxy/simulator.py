@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from proxy.sim_embeddings import embeddings_route
+from proxy.sim_image_edits import edits_route
+from proxy.sim_images import generations_route
 from proxy.sim_models import model_list
 from proxy.sim_payloads import (
     Completion,
@@ -23,6 +26,7 @@ from proxy.sim_payloads import (
     is_image_model,
     png_data_url,
 )
+from proxy.sim_responses import response_get_route, responses_route
 
 JSON = dict[str, Any]
 HISTORY_LIMIT = 1000  # entries kept in chat_requests / auth_headers
@@ -40,6 +44,12 @@ class SimulatorState:
     and, for other routes, the request path. `in_flight`/`max_in_flight` gauge chat calls.
     `completion_tokens` makes every text answer that long (a model that never stops), cut
     with `finish_reason: "length"` at `max_tokens`/`max_completion_tokens` as a real one is.
+
+    The Images, Embeddings and Responses routes (`sim_images`, `sim_image_edits`,
+    `sim_embeddings`, `sim_responses`) count `calls["images"]`, `["images_edits"]`,
+    `["embeddings"]`, `["responses"]`, `["responses_get"]` and record each body they read in
+    `requests[<that name>]`; `images_usage` False drops `usage` from GPT image answers;
+    `stored_responses` keeps the newest `responses_kept` responses by id.
     """
 
     latency_s: float = 0.0
@@ -60,6 +70,11 @@ class SimulatorState:
     in_flight: int = 0
     max_in_flight: int = 0
     image_cache: dict[tuple[str, int], str] = field(default_factory=dict, repr=False)
+    requests: defaultdict[str, list[JSON]] = field(default_factory=lambda: defaultdict(list), repr=False)
+    images_usage: bool = True
+    responses_kept: int = 100
+    stored_responses: dict[str, JSON] = field(default_factory=dict, repr=False)
+    conversation_turns: Counter[str] = field(default_factory=Counter)
 
     def image_url(self, seed: str) -> str:
         """The PNG data URL for `seed` at the current size, generated once while cached."""
@@ -220,6 +235,11 @@ def create_simulator_app(state: SimulatorState) -> web.Application:
     app[STATE_KEY] = state
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_get("/v1/models", _models)
+    app.router.add_post("/v1/images/generations", generations_route(state))
+    app.router.add_post("/v1/images/edits", edits_route(state))
+    app.router.add_post("/v1/embeddings", embeddings_route(state))
+    app.router.add_post("/v1/responses", responses_route(state))
+    app.router.add_get("/v1/responses/{response_id}", response_get_route(state))
     app.router.add_route("*", "/v1/{tail:.*}", _echo)
     return app
 
