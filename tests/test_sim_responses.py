@@ -305,3 +305,20 @@ async def test_conversation_and_previous_response_are_exclusive(client: openai.A
             model=MODEL, input="hi", conversation="conv_1", previous_response_id=first.id
         )
     assert_openai_error({"error": caught.value.body}, param="conversation", code=None)
+
+
+async def test_input_images_count_in_usage(client: openai.AsyncOpenAI) -> None:
+    """Input items with input_text and input_image parts: the image bills 765 input tokens; an
+    input_image with neither image_url nor file_id is a 400."""
+    content: list[dict[str, Any]] = [
+        {"type": "input_text", "text": "What is in this picture?"},
+        {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"},
+    ]
+    response = await client.responses.create(model=MODEL, input=[{"role": "user", "content": content}])
+    assert response.usage is not None
+    assert response.usage.input_tokens == len("What is in this picture?") // 4 + 765
+    assert response.output_text.startswith("Echo: What is in this picture? #")
+    broken = [{"role": "user", "content": [{"type": "input_image", "detail": "auto"}]}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.post("/responses", body={"model": MODEL, "input": broken}, cast_to=Response)
+    assert_openai_error({"error": caught.value.body}, param="input[0]", code="missing_required_parameter")
