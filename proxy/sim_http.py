@@ -1,7 +1,7 @@
-"""HTTP plumbing shared by the simulator's Images, Embeddings and Responses endpoints.
+"""HTTP plumbing shared by the simulator's routes (chat, Images, Embeddings, Responses).
 
 Each endpoint module holds pure validation and payload code; this module turns them into aiohttp
-handlers that honour the `SimulatorState` knobs the chat route honours (`valid_keys`, `fail_next`,
+handlers that honour the `SimulatorState` knobs every route honours (`valid_keys`, `fail_next`,
 `hang`, `latency_s`/`image_latency_s`, `chunk_delay_s`, `cut_stream_after_chunks`), count calls
 and record what arrived (`state.requests[name]`). Handlers are built per app with the state bound
 (`route(state, ...)`), so these modules never import `proxy.simulator` at run time.
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from proxy.simulator import SimulatorState
 
 JSON = dict[str, Any]
-HISTORY_LIMIT = 1000  # requests kept per endpoint, as for the chat history
+HISTORY_LIMIT = 1000  # entries kept in each request history (chat_requests, auth_headers, requests[...])
 _HANG_POLL_S = 0.02
 
 Reader = Callable[[web.Request], Awaitable[JSON]]
@@ -88,7 +88,8 @@ async def read_json(request: web.Request) -> JSON:
     return body
 
 
-def _denied(state: SimulatorState, request: web.Request) -> web.Response | None:
+def denied(state: SimulatorState, request: web.Request) -> web.Response | None:
+    """401 when keys are restricted (`valid_keys`) and the bearer is not one of them."""
     if state.valid_keys is None:
         return None
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -107,8 +108,8 @@ def route(state: SimulatorState, name: str, respond: Responder, read: Reader = r
     async def handle(request: web.Request) -> web.StreamResponse:
         state.calls[name] += 1
         remember(state.auth_headers, request.headers.get("Authorization"))
-        if (denied := _denied(state, request)) is not None:
-            return denied
+        if (refusal := denied(state, request)) is not None:
+            return refusal
         try:
             body = await read(request)
             remember(state.requests[name], body)
@@ -122,8 +123,9 @@ def route(state: SimulatorState, name: str, respond: Responder, read: Reader = r
 async def answer_delay(state: SimulatorState, *, image: bool) -> web.Response | None:
     """Wait as long as an answer takes; the queued failure (`fail_next`) if there is one.
 
-    The failure belongs to the request that arrived first and comes after the same latency, as
-    on the chat route (a leader's error must not beat its followers to the proxy).
+    The failure belongs to the request that arrived first and comes after the same latency as
+    an answer would (a leader's error must not beat its followers to the proxy). `hang` holds
+    the answer until switched off; `image_latency_s` is added for image models.
     """
     failure = state.fail_next.pop(0) if state.fail_next else None
     # A plain bool that tests flip is the contract, so polling it is the point here.
@@ -133,6 +135,18 @@ async def answer_delay(state: SimulatorState, *, image: bool) -> web.Response | 
     if delay > 0:
         await asyncio.sleep(delay)
     return None if failure is None else json_response(failure[1], failure[0])
+
+
+async def cut_stream(
+    request: web.Request, response: web.StreamResponse, *, abort: bool
+) -> web.StreamResponse:
+    """End a stream early, as a dying upstream would: a dropped connection or a clean end."""
+    if abort and request.transport is not None:
+        request.transport.abort()
+        # Nothing more can be written; stop the handler without aiohttp finishing the body.
+        raise asyncio.CancelledError
+    await response.write_eof()
+    return response
 
 
 def sse_event(event: JSON) -> bytes:
@@ -153,11 +167,7 @@ async def write_events(
     cut = state.cut_stream_after_chunks
     for sent, event in enumerate(events):
         if cut is not None and sent >= cut:
-            if state.cut_stream_abort and request.transport is not None:
-                request.transport.abort()
-                # Nothing more can be written; stop the handler without aiohttp finishing the body.
-                raise asyncio.CancelledError
-            break
+            return await cut_stream(request, response, abort=state.cut_stream_abort)
         if sent and state.chunk_delay_s > 0:
             await asyncio.sleep(state.chunk_delay_s)
         await response.write(sse_event(event))

@@ -46,6 +46,7 @@ from proxy.sim_images import (
     partial_png_b64,
 )
 from proxy.sim_params import SHOWN_CHARS, bounded_int, invalid_type, missing, typed
+from proxy.sim_payloads import long_text
 from proxy.sim_response_events import Answer, ImageCall
 
 if TYPE_CHECKING:
@@ -198,7 +199,7 @@ def build_answer(state: SimulatorState, body: JSON) -> Answer:
     if conversation is not None:  # the turn is taken once answered (`_create`)
         text += f" (turn {state.conversation_turns[conversation] + 1})"
     if state.completion_tokens is not None:
-        text = (f"{digest[:11]} " * -(-state.completion_tokens // 3))[: state.completion_tokens * 4]
+        text = long_text(digest, state.completion_tokens)
     limit = body.get("max_output_tokens")
     complete = not isinstance(limit, int) or count_tokens(text) <= limit
     if isinstance(limit, int) and not complete:

@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from proxy.sim_embeddings import embeddings_route
+from proxy.sim_http import answer_delay, cut_stream, denied, error_response, json_response, remember
 from proxy.sim_image_edits import edits_route
 from proxy.sim_images import generations_route
 from proxy.sim_models import model_list
@@ -29,10 +30,8 @@ from proxy.sim_payloads import (
 from proxy.sim_responses import response_get_route, responses_route
 
 JSON = dict[str, Any]
-HISTORY_LIMIT = 1000  # entries kept in chat_requests / auth_headers
 _IMAGE_CACHE_ENTRIES = 16  # 16 x ~2 MB data URLs at most
 _MAX_REQUEST_BYTES = 128 * 1024 * 1024  # image-input requests are big; aiohttp's default is 1 MB
-_HANG_POLL_S = 0.02
 
 
 @dataclass(slots=True)
@@ -91,34 +90,6 @@ class SimulatorState:
 STATE_KEY = web.AppKey("simulator_state", SimulatorState)
 
 
-def _remember(history: list[Any], item: Any) -> None:
-    history.append(item)
-    if len(history) > HISTORY_LIMIT:
-        del history[: len(history) - HISTORY_LIMIT]
-
-
-def error_response(
-    status: int, message: str, type_: str, code: str | None = None, param: str | None = None
-) -> web.Response:
-    """An error in OpenAI's shape, so SDKs raise the matching exception class."""
-    payload = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    return _json(payload, status)
-
-
-def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
-
-
-def _denied(state: SimulatorState, request: web.Request) -> web.Response | None:
-    """401 when keys are restricted and the bearer is not one of them."""
-    if state.valid_keys is None:
-        return None
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip() in state.valid_keys:
-        return None
-    return error_response(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
-
-
 def _validation_error(body: Any) -> str | None:
     if not isinstance(body, dict):
         return "The request body must be a JSON object."
@@ -138,42 +109,29 @@ def _validation_error(body: Any) -> str | None:
 async def _chat(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     state.calls["chat"] += 1
-    _remember(state.auth_headers, request.headers.get("Authorization"))
-    if (denied := _denied(state, request)) is not None:
-        return denied
+    remember(state.auth_headers, request.headers.get("Authorization"))
+    if (refusal := denied(state, request)) is not None:
+        return refusal
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
         return error_response(400, "The request body is not valid JSON.", "invalid_request_error")
     if (problem := _validation_error(body)) is not None:
         return error_response(400, problem, "invalid_request_error")
-    _remember(state.chat_requests, body)
+    remember(state.chat_requests, body)
     state.in_flight += 1
     state.max_in_flight = max(state.max_in_flight, state.in_flight)
     try:
-        # The failure belongs to the request that arrived first, and comes after the same latency
-        # as an answer would (a leader's error must not beat its followers to the proxy).
-        failure = state.fail_next.pop(0) if state.fail_next else None
-        await _wait(state, is_image_model(body["model"]))
-        if failure is not None:
-            return _json(failure[1], failure[0])
+        if (failure := await answer_delay(state, image=is_image_model(body["model"]))) is not None:
+            return failure
         completion = build_completion(body, state.calls["chat"], state.image_url, state.completion_tokens)
         if body.get("stream", False):
             options = body.get("stream_options")
             usage = isinstance(options, dict) and options.get("include_usage") is True
             return await _stream(request, state, completion, include_usage=usage)
-        return _json(completion.to_response())
+        return json_response(completion.to_response())
     finally:
         state.in_flight -= 1
-
-
-async def _wait(state: SimulatorState, image: bool) -> None:
-    # A plain bool that tests flip is the contract, so polling it is the point here.
-    while state.hang:  # noqa: ASYNC110
-        await asyncio.sleep(_HANG_POLL_S)
-    delay = state.latency_s + (state.image_latency_s if image else 0.0)
-    if delay > 0:
-        await asyncio.sleep(delay)
 
 
 async def _stream(
@@ -184,7 +142,7 @@ async def _stream(
     cut = state.cut_stream_after_chunks
     for sent, chunk in enumerate(completion.to_chunks(include_usage=include_usage)):
         if cut is not None and sent >= cut:
-            return await _cut(request, response, abort=state.cut_stream_abort)
+            return await cut_stream(request, response, abort=state.cut_stream_abort)
         if sent and state.chunk_delay_s > 0:
             await asyncio.sleep(state.chunk_delay_s)
         await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
@@ -193,32 +151,22 @@ async def _stream(
     return response
 
 
-async def _cut(request: web.Request, response: web.StreamResponse, *, abort: bool) -> web.StreamResponse:
-    """End a stream early, as a dying upstream would."""
-    if abort and request.transport is not None:
-        request.transport.abort()
-        # Nothing more can be written; stop the handler without aiohttp finishing the body.
-        raise asyncio.CancelledError
-    await response.write_eof()
-    return response
-
-
 async def _models(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     state.calls["models"] += 1
-    if (denied := _denied(state, request)) is not None:
-        return denied
-    return _json(model_list(int(time.time())))
+    if (refusal := denied(state, request)) is not None:
+        return refusal
+    return json_response(model_list(int(time.time())))
 
 
 async def _echo(request: web.Request) -> web.Response:
     """Any other /v1 route: report what arrived, so forwarding tests can check it."""
     state = request.app[STATE_KEY]
     state.calls[request.path] += 1
-    if (denied := _denied(state, request)) is not None:
-        return denied
+    if (refusal := denied(state, request)) is not None:
+        return refusal
     body = await request.read()
-    return _json(
+    return json_response(
         {
             "method": request.method,
             "path": request.path,
