@@ -239,17 +239,17 @@ async def test_other_routes_forward_method_query_and_body(
     proxy: ProxyServer, fake_upstream: FakeUpstream, method: str
 ) -> None:
     """Other /v1 routes reach the upstream with method, path, query, body and bearer; never cached."""
-    body = orjson.dumps({"input": "some text", "model": "text-embedding-3-small"})
+    body = orjson.dumps({"input": "some text", "model": "omni-moderation-latest"})
     for expected_calls in (1, 2):
-        reply = await send_raw(f"{proxy.url}/embeddings?x=1&y=two", body, method=method)
+        reply = await send_raw(f"{proxy.url}/moderations?x=1&y=two", body, method=method)
         assert reply.status == 200
         echo = reply.json()
         assert echo["method"] == method
-        assert echo["path"] == "/v1/embeddings"
+        assert echo["path"] == "/v1/moderations"
         assert echo["query"] == "x=1&y=two"
         assert echo["body_len"] == len(body)
         assert echo["headers"]["Authorization"] == f"Bearer {API_KEY}"
-        assert fake_upstream.state.calls["/v1/embeddings"] == expected_calls
+        assert fake_upstream.state.calls["/v1/moderations"] == expected_calls
     assert fake_upstream.chat_calls == 0
 
 

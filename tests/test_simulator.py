@@ -229,7 +229,7 @@ async def test_valid_keys_reject_other_bearers_everywhere(
     assert status == 401
     assert orjson.loads(raw)["error"]["code"] == "invalid_api_key"
     assert (await post_chat(session, upstream, chat_body(), key="sk-good"))[0] == 200
-    for path in ("/models", "/embeddings"):
+    for path in ("/models", "/moderations"):
         async with session.get(upstream.url + path) as response:
             assert response.status == 401
         good = {"Authorization": "Bearer sk-good"}
@@ -256,13 +256,13 @@ async def test_calls_and_requests_are_recorded(
 async def test_other_paths_echo_what_arrived(upstream: FakeUpstream, session: aiohttp.ClientSession) -> None:
     """Unknown /v1 routes report method, path, query, body length and headers."""
     async with session.post(
-        upstream.url + "/embeddings?x=1", data=b"12345", headers={"X-Probe": "yes"}
+        upstream.url + "/moderations?x=1", data=b"12345", headers={"X-Probe": "yes"}
     ) as response:
         echo = await response.json()
-    assert (echo["method"], echo["path"], echo["query"]) == ("POST", "/v1/embeddings", "x=1")
+    assert (echo["method"], echo["path"], echo["query"]) == ("POST", "/v1/moderations", "x=1")
     assert echo["body_len"] == 5
     assert echo["headers"]["X-Probe"] == "yes"
-    assert upstream.state.calls["/v1/embeddings"] == 1
+    assert upstream.state.calls["/v1/moderations"] == 1
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.sim.embeddings import DIMENSIONS
+from proxy.sim.images import DEFAULT_MODEL as IMAGES_API_MODEL
 from proxy.sim.payloads import IMAGE_MODELS, TEXT_MODELS
 
 
@@ -38,10 +40,16 @@ CATALOGUE: tuple[SimModel, ...] = (
     # Known only to the upstream: priced by the list alone, in plain decimal notation.
     SimModel("sim-text-1", "0.0000025", "0.00001", aliases=("sim-text",)),
     SimModel("gemini-2.5-flash-image-preview", "0.3e-6", "30e-6", output=("text", "image")),
+    # The Images API's model: gpt-image-1's list prices per token ($5/M text in, $40/M image out).
+    SimModel("gpt-image-1", "5e-6", "40e-6", output=("image",)),
+    # Embedding models bill input tokens only (OpenAI pricing: $0.02, $0.13, $0.10 per million).
+    SimModel("text-embedding-3-small", "0.02e-6", "0", output=("embedding",)),
+    SimModel("text-embedding-3-large", "0.13e-6", "0", output=("embedding",)),
+    SimModel("text-embedding-ada-002", "0.0000001", "0", output=("embedding",)),
     SimModel("sim-free-1", "0", "0", free=True),
     SimModel("sim-unpriced-1", "0", "0"),  # the catalogue's "no price known"
 )
-assert {m.id for m in CATALOGUE} >= {*TEXT_MODELS, *IMAGE_MODELS}
+assert {m.id for m in CATALOGUE} >= {*TEXT_MODELS, *IMAGE_MODELS, IMAGES_API_MODEL, *DIMENSIONS}
 
 
 def model_list(created: int) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pybase64
 
+from proxy.sim.http import count_tokens
 from proxy.sim.png import make_png
 
 JSON = dict[str, Any]
@@ -45,10 +46,6 @@ def _text_of(content: Any) -> str:
             part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
         )
     return ""
-
-
-def _tokens(text: str) -> int:
-    return max(1, len(text) // 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +165,8 @@ def _max_tokens(body: JSON) -> int | None:
     return None
 
 
-def _long_text(digest: str, tokens: int) -> str:
-    """``tokens`` tokens (4 characters each, as ``_tokens`` counts) of deterministic filler."""
+def long_text(digest: str, tokens: int) -> str:
+    """``tokens`` tokens (4 characters each, as ``count_tokens`` counts) of deterministic filler."""
     words = f"{digest[:11]} " * -(-tokens // 3)
     return words[: tokens * 4]
 
@@ -187,7 +184,7 @@ def build_completion(
     model: str = body["model"]
     digest = hashlib.sha256(orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)).hexdigest()
     last_user = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
-    prompt_tokens = _tokens(" ".join(_text_of(m.get("content")) for m in messages))
+    prompt_tokens = count_tokens(" ".join(_text_of(m.get("content")) for m in messages))
     tool = None if is_image_model(model) else _pick_tool(body)
     limit = _max_tokens(body)
     choices: list[Choice] = []
@@ -206,16 +203,16 @@ def build_completion(
             arguments = orjson.dumps({"query": last_user[:60], "n": index}).decode()
             call = ToolCall(f"call_{digest[:20]}{index}", tool, arguments)
             choice = Choice(None, (), call, "tool_calls")
-            completion_tokens += _tokens(tool + arguments) + 8
+            completion_tokens += count_tokens(tool + arguments) + 8
         else:
             text = f"Echo: {last_user[:_ECHO_CHARS]} #{digest[:8]}{suffix}"
             if long_tokens is not None:
-                text = _long_text(digest, long_tokens)
+                text = long_text(digest, long_tokens)
             finish = "stop"
-            if limit is not None and _tokens(text) > limit:
+            if limit is not None and count_tokens(text) > limit:
                 text, finish = text[: limit * 4], "length"
             choice = Choice(text, (), None, finish)
-            completion_tokens += _tokens(text)
+            completion_tokens += count_tokens(text)
         choices.append(choice)
     usage = {
         "prompt_tokens": prompt_tokens,

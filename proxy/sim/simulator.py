@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from proxy.sim.embeddings import embeddings_route
+from proxy.sim.http import answer_delay, cut_stream, denied, error_response, json_response, remember
+from proxy.sim.image_edits import edits_route
+from proxy.sim.images import generations_route
 from proxy.sim.models import model_list
 from proxy.sim.payloads import (
     Completion,
@@ -23,12 +27,11 @@ from proxy.sim.payloads import (
     is_image_model,
     png_data_url,
 )
+from proxy.sim.responses import response_get_route, responses_route
 
 JSON = dict[str, Any]
-HISTORY_LIMIT = 1000  # entries kept in chat_requests / auth_headers
 _IMAGE_CACHE_ENTRIES = 16  # 16 x ~2 MB data URLs at most
 _MAX_REQUEST_BYTES = 128 * 1024 * 1024  # image-input requests are big; aiohttp's default is 1 MB
-_HANG_POLL_S = 0.02
 
 
 @dataclass(slots=True)
@@ -40,6 +43,12 @@ class SimulatorState:
     and, for other routes, the request path. `in_flight`/`max_in_flight` gauge chat calls.
     `completion_tokens` makes every text answer that long (a model that never stops), cut
     with `finish_reason: "length"` at `max_tokens`/`max_completion_tokens` as a real one is.
+
+    The Images, Embeddings and Responses routes (`sim_images`, `sim_image_edits`,
+    `sim_embeddings`, `sim_responses`) count `calls["images"]`, `["images_edits"]`,
+    `["embeddings"]`, `["responses"]`, `["responses_get"]` and record each body they read in
+    `requests[<that name>]`; `images_usage` False drops `usage` from GPT image answers;
+    `stored_responses` keeps the newest `responses_kept` responses by id.
     """
 
     latency_s: float = 0.0
@@ -60,6 +69,11 @@ class SimulatorState:
     in_flight: int = 0
     max_in_flight: int = 0
     image_cache: dict[tuple[str, int], str] = field(default_factory=dict, repr=False)
+    requests: defaultdict[str, list[JSON]] = field(default_factory=lambda: defaultdict(list), repr=False)
+    images_usage: bool = True
+    responses_kept: int = 100
+    stored_responses: dict[str, JSON] = field(default_factory=dict, repr=False)
+    conversation_turns: Counter[str] = field(default_factory=Counter)
 
     def image_url(self, seed: str) -> str:
         """The PNG data URL for `seed` at the current size, generated once while cached."""
@@ -74,34 +88,6 @@ class SimulatorState:
 
 
 STATE_KEY = web.AppKey("simulator_state", SimulatorState)
-
-
-def _remember(history: list[Any], item: Any) -> None:
-    history.append(item)
-    if len(history) > HISTORY_LIMIT:
-        del history[: len(history) - HISTORY_LIMIT]
-
-
-def error_response(
-    status: int, message: str, type_: str, code: str | None = None, param: str | None = None
-) -> web.Response:
-    """An error in OpenAI's shape, so SDKs raise the matching exception class."""
-    payload = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    return _json(payload, status)
-
-
-def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
-
-
-def _denied(state: SimulatorState, request: web.Request) -> web.Response | None:
-    """401 when keys are restricted and the bearer is not one of them."""
-    if state.valid_keys is None:
-        return None
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip() in state.valid_keys:
-        return None
-    return error_response(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
 
 
 def _validation_error(body: Any) -> str | None:
@@ -123,42 +109,29 @@ def _validation_error(body: Any) -> str | None:
 async def _chat(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     state.calls["chat"] += 1
-    _remember(state.auth_headers, request.headers.get("Authorization"))
-    if (denied := _denied(state, request)) is not None:
-        return denied
+    remember(state.auth_headers, request.headers.get("Authorization"))
+    if (refusal := denied(state, request)) is not None:
+        return refusal
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
         return error_response(400, "The request body is not valid JSON.", "invalid_request_error")
     if (problem := _validation_error(body)) is not None:
         return error_response(400, problem, "invalid_request_error")
-    _remember(state.chat_requests, body)
+    remember(state.chat_requests, body)
     state.in_flight += 1
     state.max_in_flight = max(state.max_in_flight, state.in_flight)
     try:
-        # The failure belongs to the request that arrived first, and comes after the same latency
-        # as an answer would (a leader's error must not beat its followers to the proxy).
-        failure = state.fail_next.pop(0) if state.fail_next else None
-        await _wait(state, is_image_model(body["model"]))
-        if failure is not None:
-            return _json(failure[1], failure[0])
+        if (failure := await answer_delay(state, image=is_image_model(body["model"]))) is not None:
+            return failure
         completion = build_completion(body, state.calls["chat"], state.image_url, state.completion_tokens)
         if body.get("stream", False):
             options = body.get("stream_options")
             usage = isinstance(options, dict) and options.get("include_usage") is True
             return await _stream(request, state, completion, include_usage=usage)
-        return _json(completion.to_response())
+        return json_response(completion.to_response())
     finally:
         state.in_flight -= 1
-
-
-async def _wait(state: SimulatorState, image: bool) -> None:
-    # A plain bool that tests flip is the contract, so polling it is the point here.
-    while state.hang:  # noqa: ASYNC110
-        await asyncio.sleep(_HANG_POLL_S)
-    delay = state.latency_s + (state.image_latency_s if image else 0.0)
-    if delay > 0:
-        await asyncio.sleep(delay)
 
 
 async def _stream(
@@ -169,7 +142,7 @@ async def _stream(
     cut = state.cut_stream_after_chunks
     for sent, chunk in enumerate(completion.to_chunks(include_usage=include_usage)):
         if cut is not None and sent >= cut:
-            return await _cut(request, response, abort=state.cut_stream_abort)
+            return await cut_stream(request, response, abort=state.cut_stream_abort)
         if sent and state.chunk_delay_s > 0:
             await asyncio.sleep(state.chunk_delay_s)
         await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
@@ -178,32 +151,22 @@ async def _stream(
     return response
 
 
-async def _cut(request: web.Request, response: web.StreamResponse, *, abort: bool) -> web.StreamResponse:
-    """End a stream early, as a dying upstream would."""
-    if abort and request.transport is not None:
-        request.transport.abort()
-        # Nothing more can be written; stop the handler without aiohttp finishing the body.
-        raise asyncio.CancelledError
-    await response.write_eof()
-    return response
-
-
 async def _models(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     state.calls["models"] += 1
-    if (denied := _denied(state, request)) is not None:
-        return denied
-    return _json(model_list(int(time.time())))
+    if (refusal := denied(state, request)) is not None:
+        return refusal
+    return json_response(model_list(int(time.time())))
 
 
 async def _echo(request: web.Request) -> web.Response:
     """Any other /v1 route: report what arrived, so forwarding tests can check it."""
     state = request.app[STATE_KEY]
     state.calls[request.path] += 1
-    if (denied := _denied(state, request)) is not None:
-        return denied
+    if (refusal := denied(state, request)) is not None:
+        return refusal
     body = await request.read()
-    return _json(
+    return json_response(
         {
             "method": request.method,
             "path": request.path,
@@ -220,6 +183,11 @@ def create_simulator_app(state: SimulatorState) -> web.Application:
     app[STATE_KEY] = state
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_get("/v1/models", _models)
+    app.router.add_post("/v1/images/generations", generations_route(state))
+    app.router.add_post("/v1/images/edits", edits_route(state))
+    app.router.add_post("/v1/embeddings", embeddings_route(state))
+    app.router.add_post("/v1/responses", responses_route(state))
+    app.router.add_get("/v1/responses/{response_id}", response_get_route(state))
     app.router.add_route("*", "/v1/{tail:.*}", _echo)
     return app
 
