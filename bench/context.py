@@ -83,7 +83,11 @@ class UpstreamControl:
 
     async def chat_calls(self) -> int:
         """Chat completions the upstream has answered so far."""
-        return int((await self.stats())["calls"].get("chat", 0))
+        return await self.calls("chat")
+
+    async def calls(self, route: str) -> int:
+        """Calls of one simulator route so far ("chat", "images", ...)."""
+        return int((await self.stats())["calls"].get(route, 0))
 
     async def configure(self, **knobs: float) -> None:
         """Set ``latency_s`` / ``image_latency_s``."""

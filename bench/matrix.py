@@ -16,8 +16,9 @@ THROUGHPUT_SCENARIOS = (
     "vision_hit",
     "stream_image_hit",
     "text_miss",
+    "images_api_hit",
 )
-PROBE_SCENARIOS = ("miss_latency", "coalesce32", "redis_memory")
+PROBE_SCENARIOS = ("miss_latency", "coalesce32", "redis_memory", "images_redis_memory")
 SCENARIOS = THROUGHPUT_SCENARIOS + PROBE_SCENARIOS
 DESCRIPTIONS = {
     "image_hit": "image (~1.5 MB PNG) cache hit, JSON",
@@ -30,9 +31,11 @@ DESCRIPTIONS = {
     "miss_latency": "added latency of a miss: sequential unique text prompts, proxy vs direct, interleaved",
     "coalesce32": "32 identical concurrent image misses -> upstream calls",
     "redis_memory": "Redis MEMORY USAGE of one cached image entry (all its keys) vs PNG bytes",
+    "images_api_hit": "Images API (/v1/images/generations) hit, JSON: a ~1.5 MB b64_json PNG",
+    "images_redis_memory": "Redis MEMORY USAGE of one cached /v1/images/generations answer vs PNG bytes",
 }
 # Scenarios with a direct-to-upstream row (context only; the targets use the bare references).
-DIRECT_SCENARIOS = ("image_hit", "text_hit", "stream_image_hit", "text_miss")
+DIRECT_SCENARIOS = ("image_hit", "text_hit", "stream_image_hit", "text_miss", "images_api_hit")
 _COMMON = ("image_hit", "text_hit", "stream_image_hit", "text_miss", "coalesce32")
 # The configuration every ratio target is judged on: the default (Redis, hot tier on, one worker).
 TARGET_CELL = "w1/redis"
@@ -61,6 +64,7 @@ REFERENCES = {
     "text_hit": Reference("bare-bytes", "/bytes", TARGET_CELL),
     "vision_hit": Reference("bare-read", "/read", TARGET_CELL),
     "image_hit_redis": Reference("raw-redis-get", "/redis", TARGET_CELL + "/hot-off"),
+    "images_api_hit": Reference("bare-bytes", "/bytes", TARGET_CELL),
 }
 
 
@@ -100,8 +104,11 @@ def reference_for(scenario: str, cell: str) -> Reference | None:
 def plan(quick: bool, only: Iterable[str] = ()) -> list[Cell]:
     """The matrix; ``only`` keeps the named scenarios (configs left without any are dropped)."""
     cells = [
-        Cell(ProxyConfig(1, "memory"), ("miss_latency", *_COMMON, "vision_hit")),
-        Cell(ProxyConfig(1, "redis"), ("miss_latency", *_COMMON, "vision_hit", "redis_memory")),
+        Cell(ProxyConfig(1, "memory"), ("miss_latency", *_COMMON, "vision_hit", "images_api_hit")),
+        Cell(
+            ProxyConfig(1, "redis"),
+            ("miss_latency", *_COMMON, "vision_hit", "images_api_hit", "redis_memory", "images_redis_memory"),
+        ),
         Cell(ProxyConfig(1, "redis", hot_cache=False), ("image_hit_redis",)),
     ]
     if not quick:

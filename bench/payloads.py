@@ -13,6 +13,8 @@ BEARER = "sk-bench-000000000000"
 HEADERS = {"Authorization": f"Bearer {BEARER}", "Content-Type": "application/json"}
 IMAGE_MODEL = "gemini-2.5-flash-image-preview"
 TEXT_MODEL = "gpt-4o-mini"
+IMAGES_PATH = "/v1/images/generations"
+IMAGES_MODEL = "gpt-image-1"  # OpenAI-shaped answers: b64_json and token usage
 # Replaced by a per-request counter in unique-prompt (miss) load; see bench.load.
 UNIQUE_MARK = "__N__"
 
@@ -54,6 +56,17 @@ def vision_body(model: str, instruction: str, image_bytes: int) -> bytes:
     return orjson.dumps(body)
 
 
+def images_body(prompt: str) -> bytes:
+    """An Images API request as ``client.images.generate(model=..., prompt=...)`` sends it."""
+    return orjson.dumps({"model": IMAGES_MODEL, "prompt": prompt, "n": 1})
+
+
+def b64_of(raw: bytes) -> str:
+    """The first ``data[].b64_json`` of an Images API answer ('' when there is none)."""
+    data = orjson.loads(raw).get("data") or ()
+    return str(data[0].get("b64_json") or "") if data else ""
+
+
 def image_url_of(raw: bytes) -> str:
     """The first image data URL of a non-streamed response ('' when there is none)."""
     doc = orjson.loads(raw)
@@ -64,9 +77,9 @@ def image_url_of(raw: bytes) -> str:
 
 
 def content_of(raw: bytes) -> str:
-    """The first choice's text of a non-streamed response."""
-    doc = orjson.loads(raw)
-    return str(doc["choices"][0]["message"].get("content") or "")
+    """The first choice's text of a non-streamed response ('' for an Images API answer)."""
+    choices = orjson.loads(raw).get("choices") or ()
+    return str(choices[0]["message"].get("content") or "") if choices else ""
 
 
 def sse_events(raw: bytes) -> list[bytes]:

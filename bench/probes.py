@@ -6,13 +6,24 @@ import asyncio
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import aiohttp
+import pybase64
 import redis.asyncio as aioredis
 
-from bench.context import Options, Target, UpstreamControl, post
+from bench.context import Options, Reply, Target, UpstreamControl, post
 from bench.loadgen import percentile
-from bench.payloads import IMAGE_MODEL, TEXT_MODEL, chat_body, image_url_of, png_size
+from bench.payloads import (
+    IMAGE_MODEL,
+    IMAGES_PATH,
+    TEXT_MODEL,
+    b64_of,
+    chat_body,
+    image_url_of,
+    images_body,
+    png_size,
+)
 from bench.results import CoalesceResult, MissLatencyResult, RedisMemoryResult
 
 _MISS_WARMUP = 10
@@ -112,13 +123,43 @@ async def delete_prefixed(client: aioredis.Redis, prefix: str) -> int:
 async def redis_memory(
     target: Target, opts: Options, session: aiohttp.ClientSession, client: aioredis.Redis, prefix: str
 ) -> RedisMemoryResult:
-    """One image miss; ``MEMORY USAGE`` of every key it created (entry + blob) vs the PNG size."""
+    """One chat image miss; ``MEMORY USAGE`` of every key it created (entry + blob) vs the PNG size."""
+    body = chat_body(IMAGE_MODEL, f"redis memory {opts.run_id}")
+    return await _memory_of_one_miss(target, session, target.chat_url, body, _chat_png, client, prefix)
+
+
+async def images_redis_memory(
+    target: Target, opts: Options, session: aiohttp.ClientSession, client: aioredis.Redis, prefix: str
+) -> RedisMemoryResult:
+    """The same for one ``/v1/images/generations`` miss (a ``b64_json`` PNG, stored as a blob)."""
+    body = images_body(f"redis memory {opts.run_id}")
+    url = target.base + IMAGES_PATH
+    return await _memory_of_one_miss(target, session, url, body, _images_api_png, client, prefix)
+
+
+def _chat_png(reply: Reply) -> int:
+    return png_size(image_url_of(reply.body))
+
+
+def _images_api_png(reply: Reply) -> int:
+    return len(pybase64.b64decode(b64_of(reply.body)))
+
+
+async def _memory_of_one_miss(
+    target: Target,
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    png_bytes: Callable[[Reply], int],
+    client: aioredis.Redis,
+    prefix: str,
+) -> RedisMemoryResult:
     before = await prefixed_keys(client, prefix)
-    reply = await post(session, target.chat_url, chat_body(IMAGE_MODEL, f"redis memory {opts.run_id}"))
+    reply = await post(session, url, body)
     problems: list[str] = []
     if reply.status != 200 or reply.x_cache != "MISS":
         problems.append(f"image miss answered {reply.status} X-Cache {reply.x_cache!r}")
-    png = png_size(image_url_of(reply.body)) if reply.status == 200 else 0
+    png = png_bytes(reply) if reply.status == 200 else 0
     await asyncio.sleep(_SETTLE_S)
     created = sorted((await prefixed_keys(client, prefix)) - before)
     usage: dict[str, int] = {}
@@ -128,4 +169,7 @@ async def redis_memory(
             usage[key.removeprefix(prefix)] = int(size)
     if not usage:
         problems.append("the miss created no Redis keys")
-    return RedisMemoryResult(target=target.label, keys=usage, png_bytes=png, problems=tuple(problems))
+    route = url.removeprefix(target.base)
+    return RedisMemoryResult(
+        target=target.label, keys=usage, png_bytes=png, problems=tuple(problems), route=route
+    )

@@ -85,15 +85,18 @@ def _coalesce_rows(results: RunResults) -> list[str]:
 
 
 def _memory_rows(results: RunResults) -> list[str]:
-    lines = ["| proxy | key (after prefix) | MEMORY USAGE bytes |", "|---|---|---:|"]
+    lines = ["| proxy | route | key (after prefix) | MEMORY USAGE bytes |", "|---|---|---|---:|"]
     for r in results.redis_memory:
         for key, size in sorted(r.keys.items()):
-            lines.append(f"| {r.target} | `{key[:60]}{'...' if len(key) > 60 else ''}` | {size:,} |")
+            lines.append(
+                f"| {r.target} | {r.route} | `{key[:60]}{'...' if len(key) > 60 else ''}` | {size:,} |"
+            )
         lines.append(
-            f"| {r.target} | **total** vs PNG {r.png_bytes:,} B | **{r.total_bytes:,}** ({r.ratio:.4f}x) |"
+            f"| {r.target} | {r.route} | **total** vs PNG {r.png_bytes:,} B "
+            f"| **{r.total_bytes:,}** ({r.ratio:.4f}x) |"
         )
         if r.problems:
-            lines.append(f"| {r.target} | checks | {_checks(r.problems)} |")
+            lines.append(f"| {r.target} | {r.route} | checks | {_checks(r.problems)} |")
     return lines
 
 

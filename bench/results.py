@@ -100,6 +100,7 @@ class RedisMemoryResult:
     keys: dict[str, int]
     png_bytes: int
     problems: tuple[str, ...] = ()
+    route: str = "/v1/chat/completions"  # where the miss went (the Images API stores b64_json)
 
     @property
     def total_bytes(self) -> int:

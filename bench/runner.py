@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from bench.context import Options, Target, UpstreamControl
 from bench.matrix import DIRECT_SCENARIOS, THROUGHPUT_SCENARIOS, Cell, ProxyConfig, reference_for
-from bench.probes import coalesce, delete_prefixed, miss_latency, redis_memory
+from bench.probes import coalesce, delete_prefixed, images_redis_memory, miss_latency, redis_memory
 from bench.procs import Child, child_env, free_port, log_errors, spawn, stop
 from bench.references import BareServer, start_bare
 from bench.results import RunResults, ThroughputResult
@@ -193,8 +193,9 @@ class Runner:
                 f"{head} {flight.upstream_calls} upstream call(s), "
                 f"X-Cache {flight.x_cache} {flight.problems or ''}"
             )
-        elif scenario == "redis_memory" and self.redis is not None:
-            memory = await redis_memory(target, self.opts, session, self.redis, prefix)
+        elif scenario in ("redis_memory", "images_redis_memory") and self.redis is not None:
+            probe = redis_memory if scenario == "redis_memory" else images_redis_memory
+            memory = await probe(target, self.opts, session, self.redis, prefix)
             self.results.redis_memory.append(memory)
             log(
                 f"{head} {memory.total_bytes:,} B in Redis for a {memory.png_bytes:,} B PNG "

@@ -12,21 +12,26 @@ shared VM), and every run is kept in the raw JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
 import aiohttp
 
-from bench.context import Options, Reply, Target, UpstreamControl, post
+from bench.context import CHAT_PATH, Options, Reply, Target, UpstreamControl, post
 from bench.matrix import Reference, reference_for
 from bench.measure import Measured, best, load_problems, measure
 from bench.payloads import (
     IMAGE_MODEL,
+    IMAGES_MODEL,
+    IMAGES_PATH,
     TEXT_MODEL,
     UNIQUE_MARK,
+    b64_of,
     chat_body,
     content_of,
     image_url_of,
+    images_body,
     sse_summary,
     vision_body,
 )
@@ -46,6 +51,12 @@ class Workload:
     stream: bool = False
     unique: bool = False
     vision: bool = False  # the request carries a PNG in ``messages`` (the edit workflow)
+    path: str = CHAT_PATH  # the route it goes to on the proxy and the upstream
+    calls: str = "chat"  # the simulator's counter of that route
+
+    def aimed(self, target: Target) -> Target:
+        """``target`` on this workload's route (a bare reference keeps its own)."""
+        return dataclasses.replace(target, path=self.path) if target.path == CHAT_PATH else target
 
 
 # The vision-edit request goes to a vision-capable text model: the answer is text, so the
@@ -57,6 +68,7 @@ WORKLOADS = {
     "vision_hit": Workload(TEXT_MODEL, vision=True),
     "stream_image_hit": Workload(IMAGE_MODEL, stream=True),
     "text_miss": Workload(TEXT_MODEL, unique=True),
+    "images_api_hit": Workload(IMAGES_MODEL, path=IMAGES_PATH, calls="images"),
 }
 
 
@@ -65,6 +77,8 @@ def request_body(scenario: str, prompt: str, opts: Options, *, stream: bool | No
     work = WORKLOADS[scenario]
     if work.vision:
         return vision_body(work.model, prompt, opts.image_bytes)
+    if work.path == IMAGES_PATH:
+        return images_body(prompt)
     return chat_body(work.model, prompt, stream=work.stream if stream is None else stream)
 
 
@@ -81,7 +95,7 @@ def check_hit(reply: Reply, reference: bytes, stream: bool, exact: bool = True) 
     if not stream and exact:
         return None if reply.body == reference else "hit body differs from the miss body"
     if not stream:
-        same = image_url_of(reply.body) == image_url_of(reference)
+        same = image_url_of(reply.body) == image_url_of(reference) and b64_of(reply.body) == b64_of(reference)
         return None if same and content_of(reply.body) == content_of(reference) else "hit content differs"
     text, image, done = sse_summary(reply.body)
     if not done:
@@ -192,6 +206,7 @@ async def run_throughput(
     """Warm, measure (load + CPU + counters; interleaved with its reference where one is paired),
     check; the proxy's row, then the reference's row if one ran."""
     work = WORKLOADS[scenario]
+    target = work.aimed(target)
     prompt = f"bench {scenario} {opts.run_id} {target.label}" + (f" {UNIQUE_MARK}" if work.unique else "")
     body = request_body(scenario, prompt, opts)
     problems: list[str] = []
@@ -205,7 +220,7 @@ async def run_throughput(
         if first.status != 200:
             problems.append(f"warm-up answered {first.status}")
     counters_before = await cache_results(session, target) if target.is_proxy else {}
-    calls_before = await upstream.chat_calls()
+    calls_before = await upstream.calls(work.calls)
     pairing = reference_for(scenario, target.label) if bare is not None and hits and not problems else None
     runs: list[Measured] = []
     ref_runs: list[Measured] = []
@@ -217,7 +232,7 @@ async def run_throughput(
         for _ in range(opts.pairs):
             ref_runs.append(await measure(ref_target, body, opts, duration=opts.pair_duration))
             runs.append(await measure(target, body, opts, duration=opts.pair_duration))
-    calls = await upstream.chat_calls() - calls_before
+    calls = await upstream.calls(work.calls) - calls_before
     deltas: dict[str, int] = {}
     if target.is_proxy:
         after = await cache_results(session, target)

@@ -21,6 +21,8 @@ from proxy.cache.response import ResponseCache
 from proxy.config import Settings
 from proxy.endpoints.base import Endpoint
 from proxy.endpoints.chat import ChatCompletions
+from proxy.endpoints.image_edits import ImageEdits
+from proxy.endpoints.images import ImagesGenerations
 from proxy.flight.flights import RedisFlights, SingleFlight, listening
 from proxy.keys.verify import CallerVerifier
 from proxy.obs.accounting import Accountant
@@ -59,7 +61,11 @@ from proxy.web.ops import healthz, metrics_handler, readyz, watching_store
 from proxy.web.passthrough import managed_passthrough
 
 # The cached APIs, each served by the one pipeline (issue 13 adds images, embeddings, responses).
-ENDPOINTS: tuple[Endpoint, ...] = (ChatCompletions(),)
+ENDPOINTS: tuple[Endpoint, ...] = (
+    ChatCompletions(),
+    ImagesGenerations(),
+    ImageEdits(),
+)
 
 
 def make_store(settings: Settings) -> ByteStore:

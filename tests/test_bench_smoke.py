@@ -43,7 +43,14 @@ def test_bench_quick_pass_writes_a_report_with_its_checks_met(tmp_path: Path) ->
     next to it, and the report leads with ratios computed from those two rows."""
     results = tmp_path / "RESULTS.md"
     env = {k: v for k, v in os.environ.items() if k != "PROXY_BENCH_REDIS_URL"}
-    scenarios = ("coalesce32", "redis_memory", "miss_latency", *_REFERENCES)
+    scenarios = (
+        "coalesce32",
+        "redis_memory",
+        "images_redis_memory",
+        "images_api_hit",
+        "miss_latency",
+        *_REFERENCES,
+    )
     command = [sys.executable, "-m", "bench", "--quick", "--miss-samples", "20", "--loadgen", "aiohttp"]
     command += ["--duration", "0.3", "--pairs", "1", "--image-bytes", "300000"]
     for scenario in scenarios:
@@ -61,8 +68,12 @@ def test_bench_quick_pass_writes_a_report_with_its_checks_met(tmp_path: Path) ->
     for cell in ("w1/redis", "w1/memory"):
         single_flight = verdicts[("32 identical concurrent misses", cell)]
         assert single_flight["met"], single_flight
-    memory = verdicts[("Redis bytes per cached image", "w1/redis")]
-    assert memory["met"], memory
+    for name in ("Redis bytes per cached image", "Redis bytes per cached image (Images API)"):
+        memory = verdicts[(name, "w1/redis")]
+        assert memory["met"], memory
+    images_hit = _row(raw, "images_api_hit", "w1/redis")
+    assert images_hit["problems"] == [], images_hit
+    assert images_hit["load"]["requests"] > 0, images_hit
     assert {row["target"] for row in raw["miss_latency"]} == {"w1/memory", "w1/redis"}
     for scenario, (kind, target) in _REFERENCES.items():
         reference = _row(raw, scenario, kind)

@@ -1,6 +1,7 @@
 """What a managed miss reserves and the bound it is sent upstream with (pure, no I/O).
 
-A reservation is a fixed part (prompt, input images, per-request fee) plus completion tokens:
+A reservation is a fixed part (prompt, input images, per-request fee, images at their per-image
+price) plus completion tokens:
 
 - the client set ``max_tokens``/``max_completion_tokens``: that many (at most the model's
   ``max_output_tokens``) per choice, and the request is forwarded as sent — except, for a key
@@ -74,6 +75,9 @@ def plan_reservation(price: ModelPrice | None, demand: Demand, *, budgeted: bool
         demand.prompt_tokens * price.input_micro_per_token
         + demand.input_images * price.micro_per_input_image
         + price.per_request_usd * MICRO_PER_USD
+        # An image the upstream does not bill in tokens costs the per-image price instead: which
+        # one it will be is known only from the answer, so both are reserved.
+        + demand.images * price.per_image_usd * MICRO_PER_USD
     )
     limit = client_limit(demand.limits, price.max_output_tokens)
     typical = min(price.typical_completion_tokens, price.max_output_tokens)

@@ -78,20 +78,22 @@ class EntryMeta:
     images: int
     blobs: tuple[BlobRef, ...]
     expires: float = float("inf")  # wall-clock time the entry stops being servable
+    image_prompt_tokens: int = 0  # of prompt_tokens, the images' (priced apart by GPT image models)
 
     def to_json(self) -> bytes:
-        """Compact header JSON."""
-        return orjson.dumps(
-            {
-                "c": self.created,
-                "m": self.model,
-                "p": self.prompt_tokens,
-                "o": self.completion_tokens,
-                "i": self.images,
-                "b": [[b.offset, b.sha256, b.size, *b.position] for b in self.blobs],
-                "e": self.expires if self.expires != float("inf") else None,
-            }
-        )
+        """Compact header JSON (``t`` only when there are image prompt tokens)."""
+        header: dict[str, Any] = {
+            "c": self.created,
+            "m": self.model,
+            "p": self.prompt_tokens,
+            "o": self.completion_tokens,
+            "i": self.images,
+            "b": [[b.offset, b.sha256, b.size, *b.position] for b in self.blobs],
+            "e": self.expires if self.expires != float("inf") else None,
+        }
+        if self.image_prompt_tokens:
+            header["t"] = self.image_prompt_tokens
+        return orjson.dumps(header)
 
     @classmethod
     def from_json(cls, raw: bytes | memoryview) -> EntryMeta:
@@ -105,6 +107,7 @@ class EntryMeta:
             images=int(data["i"]),
             blobs=tuple(BlobRef(int(o), str(s), int(n), (int(c), int(i))) for o, s, n, c, i in data["b"]),
             expires=float(data["e"]) if data.get("e") is not None else float("inf"),
+            image_prompt_tokens=int(data.get("t", 0)),
         )
 
 

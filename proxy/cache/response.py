@@ -187,6 +187,7 @@ class ResponseCache:
             images=usage.images,
             blobs=split.refs,
             expires=created + ttl,
+            image_prompt_tokens=usage.image_prompt_tokens,
         )
         chunks: list[tuple[str, bytes]] = []
         for sha, data in split.blobs.items():

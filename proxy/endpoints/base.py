@@ -47,7 +47,11 @@ class Endpoint(Protocol):
     key_scope: str  # mixed into the cache key so two APIs never share an entry ("" for chat: v1 keys)
 
     def parse(self, raw: bytes, content_type: str) -> Parsed:
-        """Validate the body (JSON, or multipart for uploads); a ``ProxyError`` 400 saying what is wrong."""
+        """Validate the body (JSON, or multipart for uploads); a ``ProxyError`` 400 saying what is wrong.
+
+        ``content_type`` is the whole ``Content-Type`` header, parameters included (a multipart
+        boundary); "" when the request has none.
+        """
         ...
 
     def key_fields(self, parsed: Parsed) -> Mapping[str, Any]:

@@ -67,7 +67,13 @@ class Accountant:
             cost = self._costs[key]
         except KeyError:
             cost = self._prices.cost_micro_usd(
-                model, usage.prompt_tokens, usage.completion_tokens, usage.images, usage.input_images
+                model,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.images,
+                usage.input_images,
+                image_prompt_tokens=usage.image_prompt_tokens,
+                images_in_tokens=usage.images_in_tokens,
             )
             _remember(self._costs, key, cost)
         if cost is None:

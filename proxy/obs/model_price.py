@@ -35,8 +35,11 @@ _COUNTS = ("typical_completion_tokens", "input_tokens_per_image")
 class ModelPrice:
     """List price of one model and the figures budget reservations are sized with.
 
-    ``per_image_usd`` is charged per generated image, ``per_input_image_usd`` per image in the
-    request, ``per_request_usd`` once per call. ``typical_completion_tokens`` is the smallest
+    ``per_image_usd`` is charged per generated image (unless the usage's tokens bill it, see
+    ``Usage.images_in_tokens``), ``per_input_image_usd`` per image in the request,
+    ``per_request_usd`` once per call. ``input_image_per_million_usd`` prices the image tokens of a
+    prompt where the vendor bills them apart from text (gpt-image-1: $10/M against $5/M for
+    text); None prices them as text. ``typical_completion_tokens`` is the smallest
     completion a budget reservation grants, ``max_output_tokens`` the largest (and never more
     than the model accepts), sent upstream as ``max_tokens_param``.
     """
@@ -50,11 +53,15 @@ class ModelPrice:
     input_tokens_per_image: int = DEFAULT_INPUT_TOKENS_PER_IMAGE
     per_input_image_usd: Fraction = Fraction(0)
     per_request_usd: Fraction = Fraction(0)
+    input_image_per_million_usd: Fraction | None = None
 
     def __post_init__(self) -> None:
         # Numbers of any exact-able kind are accepted and normalised to Fraction once, here.
         for name in (*_MONEY, *_MONEY_PER_CALL):
             object.__setattr__(self, name, exact_amount(name, getattr(self, name)))
+        if self.input_image_per_million_usd is not None:
+            image_price = exact_amount("input_image_per_million_usd", self.input_image_per_million_usd)
+            object.__setattr__(self, "input_image_per_million_usd", image_price)
         for name in _COUNTS:
             check_count(name, getattr(self, name))
         if check_count("max_output_tokens", self.max_output_tokens) < 1:
@@ -73,10 +80,17 @@ class ModelPrice:
         return self.output_per_million_usd
 
     @property
+    def input_image_micro_per_token(self) -> Fraction:
+        """Micro-USD per image token of a prompt (the text price unless the model has its own)."""
+        if self.input_image_per_million_usd is None:
+            return self.input_per_million_usd
+        return self.input_image_per_million_usd
+
+    @property
     def micro_per_input_image(self) -> Fraction:
         """Micro-USD one image in the request is estimated to cost: its tokens plus any fee."""
         return (
-            self.input_tokens_per_image * self.input_per_million_usd
+            self.input_tokens_per_image * self.input_image_micro_per_token
             + self.per_input_image_usd * MICRO_PER_USD
         )
 
@@ -113,12 +127,22 @@ def exact_cost(
     completion_tokens: int,
     images: int = 0,
     input_images: int = 0,
+    *,
+    image_prompt_tokens: int = 0,
+    images_in_tokens: bool = False,
 ) -> Fraction:
-    """Exact micro-USD of one call; negative counts (a buggy upstream) count as zero."""
+    """Exact micro-USD of one call; negative counts (a buggy upstream) count as zero.
+
+    ``image_prompt_tokens`` are the part of ``prompt_tokens`` that are images; ``images_in_tokens``
+    says the token counts already bill the generated images (no per-image price on top).
+    """
+    image_prompt = min(max(image_prompt_tokens, 0), max(prompt_tokens, 0))
+    billed_images = 0 if images_in_tokens else max(images, 0)
     return (
-        max(prompt_tokens, 0) * price.input_per_million_usd
+        (max(prompt_tokens, 0) - image_prompt) * price.input_per_million_usd
+        + image_prompt * price.input_image_micro_per_token
         + max(completion_tokens, 0) * price.output_per_million_usd
-        + max(images, 0) * price.per_image_usd * MICRO_PER_USD
+        + billed_images * price.per_image_usd * MICRO_PER_USD
         + max(input_images, 0) * price.per_input_image_usd * MICRO_PER_USD
         + price.per_request_usd * MICRO_PER_USD
     )

@@ -18,6 +18,7 @@ model's multiplier), Anthropic (about width x height / 750, at most ~1,600), Gem
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from fractions import Fraction
 from types import MappingProxyType
 
@@ -58,9 +59,33 @@ def _reasoning(input_usd: str, output_usd: str, max_output: int, image_tokens: i
     )
 
 
-_GEMINI_IMAGE = _price(
-    "0.30", "30", 32_768, typical=IMAGE_OUTPUT_TOKENS + IMAGE_CAPTION_TOKENS, image_tokens=2322
+# Gemini bills an image in tokens; through an Images API that reports no usage (LLMGateway's)
+# an image is priced as those 1,290 tokens: $0.0387.
+_GEMINI_IMAGE = replace(
+    _price("0.30", "30", 32_768, typical=IMAGE_OUTPUT_TOKENS + IMAGE_CAPTION_TOKENS, image_tokens=2322),
+    per_image_usd=Fraction("0.0387"),
 )
+
+# The largest image a GPT image model draws bills 6,240 output tokens (high quality, 1024x1536 or
+# 1536x1024; OpenAI image generation guide, "Cost and latency"): the images API takes no completion
+# bound, so a reservation covers that much per image. An input image at high fidelity costs up to
+# as much again. Without a usage report an image is priced as a medium 1024x1024 one (1,056 tokens).
+GPT_IMAGE_MAX_TOKENS = 6240
+GPT_IMAGE_MEDIUM_TOKENS = 1056
+
+
+def _gpt_image(text_usd: str, image_input_usd: str, output_usd: str) -> ModelPrice:
+    """A GPT image model: text and image input tokens priced apart, images billed as output tokens."""
+    return ModelPrice(
+        Fraction(text_usd),
+        Fraction(output_usd),
+        per_image_usd=GPT_IMAGE_MEDIUM_TOKENS * Fraction(output_usd) / 1_000_000,
+        typical_completion_tokens=GPT_IMAGE_MAX_TOKENS,
+        max_output_tokens=GPT_IMAGE_MAX_TOKENS,
+        input_tokens_per_image=GPT_IMAGE_MAX_TOKENS,
+        input_image_per_million_usd=Fraction(image_input_usd),
+    )
+
 
 DEFAULT_PRICES: Mapping[str, ModelPrice] = MappingProxyType(
     {
@@ -79,6 +104,9 @@ DEFAULT_PRICES: Mapping[str, ModelPrice] = MappingProxyType(
         "gpt-5-mini": _reasoning("0.25", "2.00", 128_000, image_tokens=2489),
         "gpt-5-nano": _reasoning("0.05", "0.40", 128_000, image_tokens=3779),
         "gpt-3.5-turbo": _price("0.50", "1.50", 4096),
+        # OpenAI image models (the Images API): $5/M text in, $10/M image in, $40/M out.
+        "gpt-image-1": _gpt_image("5.00", "10.00", "40.00"),
+        "gpt-image-1-mini": _gpt_image("2.00", "2.50", "8.00"),
         # Anthropic
         "claude-3-haiku": _price("0.25", "1.25", 4096),
         "claude-3-5-haiku": _price("0.80", "4.00", 8192),

@@ -177,6 +177,9 @@ class PriceTable:
         completion_tokens: int,
         images: int = 0,
         input_images: int = 0,
+        *,
+        image_prompt_tokens: int = 0,
+        images_in_tokens: bool = False,
     ) -> int | None:
         """Exact cost in micro-USD, rounded half-up; ``None`` when the model is unpriced.
 
@@ -185,7 +188,16 @@ class PriceTable:
         price = self.lookup(model)
         if price is None:
             return None
-        return round_half_up(exact_cost(price, prompt_tokens, completion_tokens, images, input_images))
+        exact = exact_cost(
+            price,
+            prompt_tokens,
+            completion_tokens,
+            images,
+            input_images,
+            image_prompt_tokens=image_prompt_tokens,
+            images_in_tokens=images_in_tokens,
+        )
+        return round_half_up(exact)
 
 
 # TOML key -> ModelPrice field.
@@ -195,13 +207,21 @@ _TOML_KEYS = {
     "per_image": "per_image_usd",
     "per_input_image": "per_input_image_usd",
     "per_request": "per_request_usd",
+    "input_image_per_million": "input_image_per_million_usd",
     "typical_completion_tokens": "typical_completion_tokens",
     "max_output_tokens": "max_output_tokens",
     "max_tokens_param": "max_tokens_param",
     "input_tokens_per_image": "input_tokens_per_image",
 }
 _MONEY_KEYS = frozenset(
-    {"input_per_million", "output_per_million", "per_image", "per_input_image", "per_request"}
+    {
+        "input_per_million",
+        "output_per_million",
+        "per_image",
+        "per_input_image",
+        "per_request",
+        "input_image_per_million",
+    }
 )
 
 

@@ -24,17 +24,39 @@ class Usage:
     completion_tokens: int = 0
     images: int = 0  # generated
     input_images: int = 0  # sent in the request
+    # Of ``prompt_tokens``, those that are images (GPT image models bill them at their own price).
+    image_prompt_tokens: int = 0
+    # Counted from a complete answer (the Images API's ``data``): priced even when the upstream
+    # reported no ``usage``, since the answer itself shows what was billed (its images).
+    from_answer: bool = False
+
+    @property
+    def images_in_tokens(self) -> bool:
+        """Whether the token counts bill the generated images: an upstream that reports completion
+        tokens for an image answer billed the images in them (Gemini: 1,290 per image; GPT image
+        models: their output tokens), so no per-image price is added. Images of an answer without
+        completion tokens (an Images API answer without ``usage``) cost the model's ``per_image``."""
+        return self.completion_tokens > 0
 
     @classmethod
     def from_mapping(cls, usage: Mapping[str, Any] | None, images: int = 0, input_images: int = 0) -> Usage:
-        """Read an OpenAI ``usage`` object defensively: upstreams omit or null fields."""
+        """Read an OpenAI ``usage`` object defensively: upstreams omit or null fields. The Images
+        and Responses APIs name the counts ``input_tokens``/``output_tokens``."""
         usage = usage or {}
 
-        def count(name: str) -> int:
-            value = usage.get(name)
-            return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+        def count(*names: str) -> int:
+            for name in names:
+                value = usage.get(name)
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    return value
+            return 0
 
-        return cls(count("prompt_tokens"), count("completion_tokens"), images, input_images)
+        return cls(
+            count("prompt_tokens", "input_tokens"),
+            count("completion_tokens", "output_tokens"),
+            images,
+            input_images,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +65,8 @@ class Demand:
 
     ``limits`` are the completion-limit fields the client set (name → value as sent, valid or not,
     in the order a bound is applied); ``boundable`` says whether the endpoint takes an injected
-    completion bound at all (chat does; an image or embedding request does not).
+    completion bound at all (chat does; an image or embedding request does not). ``images`` are
+    the images the answer may hold (the Images API's ``n``), reserved at the model's per-image price.
     """
 
     prompt_tokens: int
@@ -51,3 +74,4 @@ class Demand:
     choices: int = 1
     limits: Mapping[str, object] = field(default_factory=dict)
     boundable: bool = True
+    images: int = 0

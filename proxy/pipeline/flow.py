@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from proxy.cache.controls import CacheControls
 from proxy.cache.keys import cache_hash, managed_namespace, passthrough_namespace
@@ -133,7 +133,8 @@ class Pipeline:
         bearer = bearer_of(request.headers)
         managed = await services.auth.resolve(bearer)
         raw = await read_body(request, services.settings.max_body_bytes)
-        parsed = endpoint.parse(raw, request.content_type)
+        # The whole header: a multipart body's boundary is one of its parameters (RFC 7578 §4.1).
+        parsed = endpoint.parse(raw, request.headers.get(hdrs.CONTENT_TYPE, ""))
         controls = CacheControls.from_headers(request.headers)
         if managed is not None:
             await services.budgets.admit(managed, parsed.model)
@@ -224,7 +225,12 @@ class Pipeline:
                 request[REQUEST_CACHE] = "none"
                 return web.Response(status=refusal.status, body=refusal.body, content_type="application/json")
         meta = entry.meta
-        usage = Usage(meta.prompt_tokens, meta.completion_tokens, meta.images)
+        usage = Usage(
+            meta.prompt_tokens,
+            meta.completion_tokens,
+            meta.images,
+            image_prompt_tokens=meta.image_prompt_tokens,
+        )
         saved = services.accountant.saved(call.model, call.alias, usage)
         if call.managed is not None:
             await services.budgets.on_hit(call.managed, call.model, usage, saved)

@@ -142,6 +142,6 @@ class Misses:
         metrics.upstream_ttfb.labels(model_label).observe(outcome.ttfb_seconds)
         if outcome.error_kind:
             metrics.record_upstream_error(outcome.error_kind)
-        if outcome.usage is not None:
+        if outcome.usage is not None or usage.from_answer:
             return self.services.accountant.spent(call.model, call.alias, usage)
         return None
