@@ -21,6 +21,7 @@ from proxy.cache.response import ResponseCache
 from proxy.config import Settings
 from proxy.endpoints.base import Endpoint
 from proxy.endpoints.chat import ChatCompletions
+from proxy.endpoints.embeddings import Embeddings
 from proxy.endpoints.image_edits import ImageEdits
 from proxy.endpoints.images import ImagesGenerations
 from proxy.flight.flights import RedisFlights, SingleFlight, listening
@@ -65,6 +66,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ChatCompletions(),
     ImagesGenerations(),
     ImageEdits(),
+    Embeddings(),
 )
 
 

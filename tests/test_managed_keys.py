@@ -53,9 +53,9 @@ async def test_managed_requests_use_the_proxy_upstream_key(
         _, secret = await create_key(proxy)
         chat = await chat_raw(proxy, chat_body("hi"), api_key=secret)
         models = await send_raw(f"{proxy.url}/models", method="GET", api_key=secret)
-        embeddings = await send_raw(f"{proxy.url}/embeddings", {"input": "x"}, api_key=secret)
-    assert (chat.status, models.status, embeddings.status) == (200, 200, 403)
-    assert embeddings.json()["error"]["code"] == "endpoint_not_allowed"
+        moderations = await send_raw(f"{proxy.url}/moderations", {"input": "x"}, api_key=secret)
+    assert (chat.status, models.status, moderations.status) == (200, 200, 403)
+    assert moderations.json()["error"]["code"] == "endpoint_not_allowed"
     assert fake_upstream.state.auth_headers == [f"Bearer {UPSTREAM_KEY}"]  # chat calls only
 
 

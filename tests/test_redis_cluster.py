@@ -13,7 +13,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from proxy.state import STATE_GUARD
 from proxy.storage.cluster import ClusterStore, parse_cluster_url
-from tests.e2e_helpers import IMAGE_MODEL, TEXT_MODEL, chat_body, chat_raw, sse_chunks, sse_data
+from tests.e2e_helpers import IMAGE_MODEL, TEXT_MODEL, chat_body, chat_raw, send_raw, sse_chunks, sse_data
 from tests.fake_upstream import FakeUpstream, png_of
 from tests.managed_helpers import admin, create_key, key_status, managed_proxy
 from tests.proxy_harness import ProxyServer, proxy_settings
@@ -207,3 +207,22 @@ async def test_a_cluster_as_state_redis_is_checked_on_every_primary(
     assert status["spend_micro_usd"] > 0
     assert refused.status == 503
     assert refused.json()["error"]["code"] == "state_store_unsafe"
+
+
+async def test_embedding_items_spread_over_slots_are_found_and_stored(
+    cluster_proxy: ProxyServer, fake_upstream: FakeUpstream, cluster_client: RedisCluster, key_prefix: str
+) -> None:
+    """Embedding items live in many slots: stored in one pipeline, found with a slot-split MGET;
+    a partly cached batch sends only the missing items."""
+    items = [f"item {i}" for i in range(12)]
+    body = {"model": "text-embedding-3-small", "encoding_format": "float"}
+    url = f"{cluster_proxy.url}/embeddings"
+    first = await send_raw(url, {**body, "input": items[:8]})
+    mixed = await send_raw(url, {**body, "input": items})
+    hit = await send_raw(url, {**body, "input": items[::-1]})
+    assert [r.headers["X-Cache-Items"] for r in (first, mixed, hit)] == ["0/8", "8/12", "12/12"]
+    assert [body["input"] for body in fake_upstream.state.requests["embeddings"]] == [items[:8], items[8:]]
+    entries = [key async for key in cluster_client.scan_iter(match=f"{key_prefix}:r1:*")]
+    assert len(entries) == 12
+    assert len({cluster_client.keyslot(key) for key in entries}) > 1
+    assert orjson.loads(hit.body)["data"][0] == orjson.loads(mixed.body)["data"][11] | {"index": 0}

@@ -191,7 +191,7 @@ async def test_chunked_body_under_the_limit_is_forwarded_whole(
     headers = {"Authorization": f"Bearer {BEARER}"}
     async with (
         aiohttp.ClientSession() as session,
-        session.post(f"{proxy.url}/embeddings", data=_chunked(900), headers=headers) as response,
+        session.post(f"{proxy.url}/moderations", data=_chunked(900), headers=headers) as response,
     ):
         assert response.status == 200
     assert [len(r.body) for r in upstream.complete] == [900]
@@ -259,7 +259,7 @@ def answer_with_hop_headers(request: Received) -> bytes:
     return http_response(200, body, {**hop, "X-Upstream-Kept": "1"})
 
 
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/embeddings"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/moderations"])
 async def test_hop_by_hop_headers_are_stripped_both_ways(path: str) -> None:
     """Headers named in Connection and the fixed RFC 9110 §7.6.1 set never cross the proxy, either way."""
     async with RawUpstream(answer_with_hop_headers) as upstream:

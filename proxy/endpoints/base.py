@@ -5,16 +5,17 @@ store → account → settle for every endpoint; an endpoint only answers questi
 requests and answers. Chat completions (``endpoints.chat``) is the first implementation.
 
 A request is one cache entry here (N = 1). An API whose request is a batch of independently
-cacheable items (embeddings, issue 13) keeps these hooks for one item and adds a split/merge pair:
-the pipeline's batch flow looks every item up, forwards only the missing ones as one request, and
-stores and accounts per item with the same steps (docs/architecture.md, "How to add an endpoint").
+cacheable items (embeddings) is a ``BatchEndpoint``: the same hooks describe a whole request (the
+flight, the budget's demand, the body sent upstream), and ``split``/``subset``/``read_answer``/
+``merge`` let the pipeline's batch flow look every item up, forward only the missing ones as one
+request, store each item and answer in the original order (docs/architecture.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from proxy.cache.entry import BlobSlot
 from proxy.cache.replay import ReplayEvent
@@ -91,4 +92,51 @@ class Endpoint(Protocol):
     def usage(self, parsed: Parsed, usage: Mapping[str, Any] | None, doc: Mapping[str, Any] | None) -> Usage:
         """What the answer consumed (``usage`` is the upstream's report, ``doc`` the answer if any),
         in the units a price counts."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAnswer:
+    """A batch request's answer, per item: what to store and what to splice into the merged answer."""
+
+    model: str  # the model the upstream says answered
+    values: tuple[bytes, ...]  # each item's answer exactly as the upstream wrote it, in request order
+    tokens: tuple[int, ...]  # each item's share of ``usage`` (exact for one item, else an estimate)
+    usage: Mapping[str, Any] | None  # the upstream's ``usage`` object, as billed
+
+
+@runtime_checkable
+class BatchEndpoint(Endpoint, Protocol):
+    """An API whose request is a batch of independently cached items (``POST /v1/embeddings``).
+
+    The ``Endpoint`` hooks see whole requests: the client's, or the sub-request ``subset`` builds
+    for the items the cache lacks (its ``demand`` is what a budget reserves, its ``forward_body``
+    what goes upstream). Every method is pure.
+    """
+
+    def split(self, parsed: Parsed) -> list[Any]:
+        """The request's items in input order, duplicates included (JSON values, as sent upstream)."""
+        ...
+
+    def item_key_fields(self, parsed: Parsed, item: Any) -> Mapping[str, Any]:
+        """What one item's cache key covers: the item and every field that can change its answer."""
+        ...
+
+    def subset(self, parsed: Parsed, items: Sequence[Any]) -> Parsed:
+        """The same request for ``items`` only (the ones to fetch), every other field unchanged."""
+        ...
+
+    def answer_bound(self, sub: Parsed) -> int:
+        """The most bytes the answer to ``sub`` can take (a partly cached batch whose missing items
+        could answer with more than the proxy holds is forwarded whole, as sent)."""
+        ...
+
+    def read_answer(self, sub: Parsed, raw: bytes) -> BatchAnswer:
+        """Each item's answer in a 200 body for ``sub``, in ``split(sub)`` order (``ValueError``:
+        not an answer the proxy can take apart)."""
+        ...
+
+    def merge(self, values: Sequence[bytes], model: str, usage: Usage) -> bytes:
+        """The answer to the client: one item answer per input position, in order; ``usage`` is
+        what this request cost upstream."""
         ...

@@ -59,6 +59,11 @@ def _reasoning(input_usd: str, output_usd: str, max_output: int, image_tokens: i
     )
 
 
+def _embedding(input_usd: str) -> ModelPrice:
+    """An embedding model bills input tokens only: no completion is granted, bounded or charged."""
+    return ModelPrice(Fraction(input_usd), Fraction(0), typical_completion_tokens=0, max_output_tokens=1)
+
+
 # Gemini bills an image in tokens; through an Images API that reports no usage (LLMGateway's)
 # an image is priced as those 1,290 tokens: $0.0387.
 _GEMINI_IMAGE = replace(
@@ -107,6 +112,10 @@ DEFAULT_PRICES: Mapping[str, ModelPrice] = MappingProxyType(
         # OpenAI image models (the Images API): $5/M text in, $10/M image in, $40/M out.
         "gpt-image-1": _gpt_image("5.00", "10.00", "40.00"),
         "gpt-image-1-mini": _gpt_image("2.00", "2.50", "8.00"),
+        # OpenAI embeddings (per million input tokens)
+        "text-embedding-3-small": _embedding("0.02"),
+        "text-embedding-3-large": _embedding("0.13"),
+        "text-embedding-ada-002": _embedding("0.10"),
         # Anthropic
         "claude-3-haiku": _price("0.25", "1.25", 4096),
         "claude-3-5-haiku": _price("0.80", "4.00", 8192),

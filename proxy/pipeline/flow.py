@@ -16,11 +16,12 @@ from aiohttp import hdrs, web
 
 from proxy.cache.controls import CacheControls
 from proxy.cache.keys import cache_hash, managed_namespace, passthrough_namespace
+from proxy.endpoints.base import BatchEndpoint
 from proxy.errors import too_large
 from proxy.flight.results import RETRY, FlightResult, Leadership
 from proxy.keys.auth import bearer_of, key_alias
-from proxy.keys.verify import UpstreamRefusal
 from proxy.obs.usage import Usage
+from proxy.pipeline.batch import Batches
 from proxy.pipeline.miss import Misses
 from proxy.state import PIPELINE, REQUEST_CACHE, REQUEST_MODEL
 from proxy.storage.base import StoreUnavailable
@@ -87,7 +88,15 @@ class Miss:
 
 
 def route(endpoint: Endpoint) -> Handler:
-    """The aiohttp handler of ``endpoint``: the app's pipeline, serving that endpoint."""
+    """The aiohttp handler of ``endpoint``: the app's pipeline, serving that endpoint (a batch of
+    items through the batch flow)."""
+    if isinstance(endpoint, BatchEndpoint):
+        batch = endpoint
+
+        async def handle_batch(request: web.Request) -> web.StreamResponse:
+            return await request.app[PIPELINE].serve_batch(request, batch)
+
+        return handle_batch
 
     async def handle(request: web.Request) -> web.StreamResponse:
         return await request.app[PIPELINE].serve(request, endpoint)
@@ -111,6 +120,7 @@ class Pipeline:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.misses = Misses(services)
+        self.batches = Batches(services, self.misses)
 
     async def serve(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         """Serve from cache, join an identical request in flight, or go upstream (and store)."""
@@ -124,6 +134,10 @@ class Pipeline:
             return await self.lead(request, call, step.leadership)
         response, _ = await self.misses.forward(request, call, step.result, store=step.store)
         return response
+
+    async def serve_batch(self, request: web.Request, endpoint: BatchEndpoint) -> web.StreamResponse:
+        """A request of independently cached items (``pipeline.batch``): identified once, like any."""
+        return await self.batches.serve(request, await self.identify(request, endpoint), endpoint)
 
     async def identify(self, request: web.Request, endpoint: Endpoint) -> Call:
         """Authorise (401 before reading a body we will not use), parse (413, 400), admit a managed
@@ -218,12 +232,9 @@ class Pipeline:
     ) -> web.StreamResponse:
         """A cached answer, only for a caller the upstream accepts; accounted as savings."""
         services = self.services
-        if call.bearer is not None:
-            try:
-                await services.verifier.ensure(call.bearer)
-            except UpstreamRefusal as refusal:
-                request[REQUEST_CACHE] = "none"
-                return web.Response(status=refusal.status, body=refusal.body, content_type="application/json")
+        if (refusal := await services.refusal(call.bearer)) is not None:
+            request[REQUEST_CACHE] = "none"
+            return refusal
         meta = entry.meta
         usage = Usage(
             meta.prompt_tokens,

@@ -21,6 +21,7 @@ from proxy.upstream.session import forward_headers
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
+    from proxy.budget.types import Reservation
     from proxy.cache.entry import CachedEntry
     from proxy.obs.usage import Usage
     from proxy.pipeline.flow import Call
@@ -79,19 +80,7 @@ class Misses:
                 await services.budgets.release(call.managed, reservation)
             raise
         usage = endpoint.usage(parsed, outcome.usage, outcome.document)
-        cost = self._account(call, outcome, usage)
-        if call.managed is not None:
-            # A 200 without usage (cut stream, client gone) keeps the estimate: it may have been billed.
-            await services.budgets.settle(
-                call.managed,
-                reservation,
-                model=call.model,
-                usage=outcome.usage,
-                cost_micro=cost,
-                billed_unknown=outcome.status == 200,
-            )
-        if call.bearer is not None and 200 <= outcome.status < 300:
-            await services.verifier.mark(call.bearer)
+        await self.settle(call, outcome, usage, reservation)
         handed_off = False
         doc = outcome.document
         # An answer our own bound cut short is the client's, but not what an unbounded request gets.
@@ -131,6 +120,25 @@ class Misses:
             await self.services.flights.finish(leadership, FlightResult("entry", entry) if entry else RETRY)
 
         return end
+
+    async def settle(
+        self, call: Call, outcome: MissOutcome, usage: Usage, reservation: Reservation | None
+    ) -> None:
+        """Account an upstream call, settle its reservation, remember a caller the upstream took."""
+        services = self.services
+        cost = self._account(call, outcome, usage)
+        if call.managed is not None:
+            # A 200 without usage (cut stream, client gone) keeps the estimate: it may have been billed.
+            await services.budgets.settle(
+                call.managed,
+                reservation,
+                model=call.model,
+                usage=outcome.usage,
+                cost_micro=cost,
+                billed_unknown=outcome.status == 200,
+            )
+        if call.bearer is not None and 200 <= outcome.status < 300:
+            await services.verifier.mark(call.bearer)
 
     def _account(self, call: Call, outcome: MissOutcome, usage: Usage) -> int | None:
         """Record the upstream call in metrics; its cost in micro-USD, None without usage."""

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from aiohttp import web
+
+from proxy.keys.verify import UpstreamRefusal
+
 if TYPE_CHECKING:
     import aiohttp
 
@@ -32,3 +36,14 @@ class Services:
     budgets: BudgetGuard
     accountant: Accountant
     metrics: ProxyMetrics
+
+    async def refusal(self, bearer: str | None) -> web.Response | None:
+        """None when this caller may be served a cached answer (a managed key, or a pass-through
+        bearer the upstream accepts); else the upstream's refusal, to answer as it is."""
+        if bearer is None:
+            return None
+        try:
+            await self.verifier.ensure(bearer)
+        except UpstreamRefusal as refusal:
+            return web.Response(status=refusal.status, body=refusal.body, content_type="application/json")
+        return None

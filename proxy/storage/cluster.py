@@ -139,5 +139,14 @@ class ClusterStore(RedisClientOps):
         async with guarded("SET", self.timeout * 4):
             await self.client.set(key, value, ex=ttl)
 
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl: int) -> None:
+        """Every value in one pipeline of single-key ``SET … EX`` (the keys live in many slots)."""
+        if not items:
+            return
+        async with guarded("SET", self.timeout * 4), self.client.pipeline(transaction=False) as pipe:
+            for key, value in items:
+                pipe.set(key, value, ex=ttl)
+            await pipe.execute()
+
     async def close(self) -> None:
         await self.client.aclose()

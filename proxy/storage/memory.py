@@ -148,6 +148,9 @@ class MemoryStore:
     async def set(self, key: str, value: bytes, ttl: int) -> None:
         await self.cache.set(key, value, ttl=ttl)
 
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl: int) -> None:
+        await self.cache.multi_set(list(items), ttl=ttl)
+
     async def put_blob(self, key: str, value: bytes, ttl: int) -> None:
         remaining = self.cache.remaining_ttl(key)
         if await self.cache.exists(key):

@@ -142,6 +142,14 @@ class RedisStore(RedisClientOps):
         async with guarded("SET", self.timeout * 4):
             await self.cache.set(key, value, ttl=ttl)
 
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl: int) -> None:
+        """Every value in one round trip: aiocache sends ``MULTI``, ``MSET``, one ``EXPIRE`` per key,
+        ``EXEC`` (the batch is never seen without its expiries)."""
+        if not items:
+            return
+        async with guarded("MSET", self.timeout * 4):
+            await self.cache.multi_set(list(items), ttl=ttl)
+
     async def close(self) -> None:
         # aiocache's close() calls redis-py's deprecated Redis.close(); close its client directly.
         await self.cache.client.aclose()

@@ -134,13 +134,7 @@ async def forward_miss(
     """
     outcome = MissOutcome()
     started = time.perf_counter()
-    try:
-        upstream = await session.post(url, data=body, headers=headers)
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        outcome.error_kind = "timeout" if isinstance(exc, asyncio.TimeoutError) else "connect"
-        raise upstream_failure(exc) from exc
-    outcome.ttfb_seconds = time.perf_counter() - started
-    outcome.status = upstream.status
+    upstream = await post(session, url, body, headers, outcome)
     async with upstream:
         headers_out = response_headers(upstream.headers)
         headers_out.update(extra_headers)
@@ -166,6 +160,24 @@ async def forward_miss(
                 await _relay_stream(upstream, writer, outcome, fold, finish_on_disconnect)
     outcome.upstream_seconds = time.perf_counter() - started
     return writer, outcome
+
+
+async def post(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: CIMultiDict[str], outcome: MissOutcome
+) -> aiohttp.ClientResponse:
+    """Send one request upstream; its status and time to first byte go into ``outcome``.
+
+    Raises ProxyError (502/504) when the upstream fails before answering.
+    """
+    started = time.perf_counter()
+    try:
+        upstream = await session.post(url, data=body, headers=headers)
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        outcome.error_kind = "timeout" if isinstance(exc, asyncio.TimeoutError) else "connect"
+        raise upstream_failure(exc) from exc
+    outcome.ttfb_seconds = time.perf_counter() - started
+    outcome.status = upstream.status
+    return upstream
 
 
 async def _relay_all(upstream: aiohttp.ClientResponse, writer: ClientWriter, keep_limit: int) -> bytes:
