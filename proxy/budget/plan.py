@@ -9,8 +9,9 @@ price) plus completion tokens:
   maximum, so the upstream must not be allowed more, whatever the table's maximum is);
 - it did not, and the key has a budget: the ledger grants, in its atomic reserve step, between
   the model's ``typical_completion_tokens`` and ``max_output_tokens`` per choice — as many as the
-  budget covers — and the request is forwarded with ``max_tokens_param`` set to the grant, so
-  the upstream cannot produce more than was reserved;
+  budget covers — and the request is forwarded with ``max_tokens_param`` (or the endpoint's own
+  ``Demand.bound_param``: the Responses API's ``max_output_tokens``) set to the grant, so the
+  upstream cannot produce more than was reserved;
 - otherwise (no budget): the typical completion, as bookkeeping; nothing is changed upstream.
 
 The request itself is read by its endpoint into a ``Demand`` (prompt bound, input images,
@@ -91,7 +92,7 @@ def plan_reservation(price: ModelPrice | None, demand: Demand, *, budgeted: bool
     grant = CompletionGrant(min(floor, cap), cap, num, den)
     bound: tuple[str, ...] = ()
     if budgeted and limit is None and demand.boundable:
-        bound = (price.max_tokens_param,)
+        bound = (demand.bound_param or price.max_tokens_param,)
     elif budgeted:
         bound = tuple(f for f, value in demand.limits.items() if (positive_int(value) or 0) > cap)
     return ReservationPlan(math.ceil(Fraction(fixed)), grant, bound)

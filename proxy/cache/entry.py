@@ -79,9 +79,11 @@ class EntryMeta:
     blobs: tuple[BlobRef, ...]
     expires: float = float("inf")  # wall-clock time the entry stops being servable
     image_prompt_tokens: int = 0  # of prompt_tokens, the images' (priced apart by GPT image models)
+    images_apart: bool = False  # the images are not billed in the tokens (``Usage.images_apart``)
 
     def to_json(self) -> bytes:
-        """Compact header JSON (``t`` only when there are image prompt tokens)."""
+        """Compact header JSON (``t`` only when there are image prompt tokens, ``a`` only when the
+        images are billed apart from the tokens)."""
         header: dict[str, Any] = {
             "c": self.created,
             "m": self.model,
@@ -93,6 +95,8 @@ class EntryMeta:
         }
         if self.image_prompt_tokens:
             header["t"] = self.image_prompt_tokens
+        if self.images_apart:
+            header["a"] = 1
         return orjson.dumps(header)
 
     @classmethod
@@ -108,6 +112,7 @@ class EntryMeta:
             blobs=tuple(BlobRef(int(o), str(s), int(n), (int(c), int(i))) for o, s, n, c, i in data["b"]),
             expires=float(data["e"]) if data.get("e") is not None else float("inf"),
             image_prompt_tokens=int(data.get("t", 0)),
+            images_apart=bool(data.get("a", 0)),
         )
 
 
