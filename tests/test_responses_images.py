@@ -17,6 +17,7 @@ from tests.images_helpers import SMALL_PNG, named_events
 from tests.managed_helpers import metric_value, metrics_text
 from tests.proxy_harness import ProxyServer, proxy_settings
 from tests.responses_helpers import IMAGE_TOOL, MODEL, plain, respond_raw
+from tests.test_hit_path import HIT_PACKAGES, traced
 
 
 @pytest.fixture(autouse=True)
@@ -123,3 +124,22 @@ async def test_images_are_priced_per_image_on_top_of_the_tokens(
     assert metric_value(text, "llm_proxy_cost_usd_total", model=MODEL) == pytest.approx(cost)
     assert metric_value(text, "llm_proxy_cost_saved_usd_total", model=MODEL) == pytest.approx(cost)
     assert metric_value(text, "llm_proxy_images_generated_total", model=MODEL) == 1
+
+
+async def test_a_hot_responses_hit_crosses_the_same_six_packages(
+    fake_upstream: FakeUpstream, key_prefix: str
+) -> None:
+    """A traced hot-tier hit of an image answer runs web, pipeline, endpoints, cache, keys and obs
+    code only, like chat's: no store, flight, upstream or budget code."""
+    body = {"model": MODEL, "input": "the hot path", "tools": [IMAGE_TOOL]}
+    async with ProxyServer(proxy_settings(fake_upstream.url, None, key_prefix)) as proxy:
+        first = await respond_raw(proxy, body)
+        await respond_raw(proxy, body)
+        modules: dict[str, set[str]] = {}
+        with traced(modules):
+            hit = await respond_raw(proxy, body)
+    assert hit.headers["X-Cache"] == "HIT"
+    assert hit.body == first.body
+    assert {name.split(".")[1] for name in modules} == HIT_PACKAGES
+    assert "proxy.endpoints.responses" in modules
+    assert not any(name.startswith(("proxy.storage", "proxy.flight", "proxy.upstream")) for name in modules)
