@@ -17,7 +17,7 @@ from proxy.obs.pricing import PriceTable, parse_pricing
 from tests.e2e_helpers import async_client
 from tests.fake_upstream import FakeUpstream
 from tests.managed_helpers import UPSTREAM_KEY, create_key, key_status, managed_proxy
-from tests.responses_helpers import MODEL, respond_raw
+from tests.responses_helpers import IMAGE_TOOL, MODEL, respond_raw
 
 # Round prices: 100 micro-USD per token in and out; a reservation grants 100 to 1,000 tokens.
 PRICING: dict[str, Any] = {
@@ -30,9 +30,9 @@ PRICING: dict[str, Any] = {
 }
 
 
-def price() -> ModelPrice:
-    """The test's price of ``MODEL``."""
-    found = PriceTable.from_config(parse_pricing(PRICING)).lookup(MODEL)
+def price(model: str = MODEL) -> ModelPrice:
+    """The test's price of ``model`` (``MODEL`` as ``PRICING`` says, others built in)."""
+    found = PriceTable.from_config(parse_pricing(PRICING)).lookup(model)
     assert found is not None
     return found
 
@@ -41,7 +41,8 @@ def least_reservation(body: dict[str, Any]) -> int:
     """The smallest reservation of ``body`` (its prompt bound and the typical completion)."""
     endpoint = Responses()
     demand = endpoint.demand(endpoint.parse(orjson.dumps(body), "application/json"))
-    plan = plan_reservation(price(), demand, budgeted=True)
+    image_price = price(demand.image_model) if demand.image_model else None
+    plan = plan_reservation(price(), demand, budgeted=True, image_price=image_price)
     assert plan.grant is not None
     assert plan.bound_fields == ("max_output_tokens",)
     return plan.fixed_micro + plan.grant.cost(plan.grant.floor)
@@ -113,3 +114,21 @@ async def test_a_background_request_is_forwarded_uncached_and_charged(
     assert fake_upstream.state.calls["responses"] == 2
     assert status["spend_micro_usd"] >= 2 * least_reservation(body)
     assert status["reserved_usd"] == 0
+
+
+async def test_the_image_tool_reserves_an_image_at_its_models_price(
+    fake_upstream: FakeUpstream, redis_url: str, key_prefix: str
+) -> None:
+    """A budget that covers a text request but not one gpt-image-1 image (per_image $0.04224):
+    the request with the image tool is 429 before the upstream, the same request without it runs."""
+    text = {"model": MODEL, "input": "draw?"}
+    drawing = {**text, "tools": [IMAGE_TOOL]}
+    assert least_reservation(drawing) - least_reservation(text) > 42_240
+    async with managed_proxy(fake_upstream, redis_url, key_prefix, pricing=PRICING) as proxy:
+        _, secret = await create_key(proxy, budget_usd=(least_reservation(text) + 10_000) / 1e6, period="day")
+        refused = await respond_raw(proxy, drawing, api_key=secret)
+        answered = await respond_raw(proxy, text, api_key=secret)
+    assert refused.status == 429
+    assert refused.json()["error"]["type"] == "insufficient_quota"
+    assert answered.status == 200, answered.body
+    assert [sent.get("tools") for sent in fake_upstream.state.requests["responses"]] == [None]

@@ -107,20 +107,28 @@ async def test_a_live_image_stream_is_folded_into_the_stored_answer(
     assert fake_upstream.state.calls["responses"] == 1
 
 
-async def test_images_are_priced_per_image_on_top_of_the_tokens(
-    fake_upstream: FakeUpstream, redis_url: str, key_prefix: str
+@pytest.mark.parametrize(
+    ("tool", "per_image"),
+    [
+        pytest.param(IMAGE_TOOL, 1056 * 40 / 1e6, id="gpt-image-1-by-default"),
+        pytest.param({**IMAGE_TOOL, "model": "gpt-image-1-mini"}, 1056 * 8 / 1e6, id="gpt-image-1-mini"),
+    ],
+)
+async def test_images_are_priced_per_image_of_the_tools_model_on_top_of_the_tokens(
+    fake_upstream: FakeUpstream, redis_url: str, key_prefix: str, tool: dict[str, object], per_image: float
 ) -> None:
-    """With ``per_image`` = $0.04 the miss costs its tokens plus one image (the tool is billed
-    apart from the text model's usage), and the hit saves exactly that."""
+    """The miss costs its tokens at the text model's prices plus one image at the ``per_image`` of
+    the tool's model (built in: a medium 1024x1024 image, 1,056 output tokens): the tool is billed
+    apart from ``usage``. The hit saves exactly that."""
     fake_upstream.state.image_bytes = SMALL_PNG
-    pricing = {MODEL: {"input_per_million": 1_000, "output_per_million": 2_000, "per_image": 0.04}}
+    pricing = {MODEL: {"input_per_million": 1_000, "output_per_million": 2_000}}
     settings = proxy_settings(fake_upstream.url, redis_url, key_prefix, pricing=pricing)
     async with ProxyServer(settings) as proxy:
-        body = {"model": MODEL, "input": "Draw a priced fox", "tools": [IMAGE_TOOL]}
+        body = {"model": MODEL, "input": "Draw a priced fox", "tools": [tool]}
         usage = (await respond_raw(proxy, body)).json()["usage"]
         await respond_raw(proxy, body)
         text = await metrics_text(proxy)
-    cost = usage["input_tokens"] * 0.001 + usage["output_tokens"] * 0.002 + 0.04
+    cost = usage["input_tokens"] * 0.001 + usage["output_tokens"] * 0.002 + per_image
     assert metric_value(text, "llm_proxy_cost_usd_total", model=MODEL) == pytest.approx(cost)
     assert metric_value(text, "llm_proxy_cost_saved_usd_total", model=MODEL) == pytest.approx(cost)
     assert metric_value(text, "llm_proxy_images_generated_total", model=MODEL) == 1

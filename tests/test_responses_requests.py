@@ -40,6 +40,14 @@ GOOD: dict[str, Any] = {"model": MODEL, "input": "hello"}
         pytest.param({**GOOD, "max_output_tokens": "100"}, "max_output_tokens", id="max-output-string"),
         pytest.param({**GOOD, "temperature": "hot"}, "temperature", id="temperature-string"),
         pytest.param({**GOOD, "tools": {"type": "web_search"}}, "tools", id="tools-object"),
+        pytest.param(
+            {**GOOD, "tools": [{"type": "image_generation", "model": 5}]}, "tools", id="image-model-number"
+        ),
+        pytest.param(
+            {**GOOD, "tools": [{"type": "image_generation", "model": "m" * 300}]},
+            "tools",
+            id="image-model-too-long",
+        ),
         pytest.param({**GOOD, "previous_response_id": 12}, "previous_response_id", id="previous-number"),
         pytest.param(
             {**GOOD, "previous_response_id": "resp_1", "conversation": "conv_1"},
@@ -125,7 +133,7 @@ def test_the_other_apis_never_share_a_responses_entry() -> None:
 
 def test_the_demand_counts_input_images_the_client_limit_and_the_image_tool() -> None:
     """Input images (data URLs apart from the text bound), ``max_output_tokens`` as the limit and
-    the bound's field, one image per allowed call of the image tool."""
+    the bound's field, one image per allowed call of the image tool, at its model's price."""
     image = "data:image/png;base64," + "A" * 3000
     body = {
         **GOOD,
@@ -137,7 +145,10 @@ def test_the_demand_counts_input_images_the_client_limit_and_the_image_tool() ->
     endpoint = Responses()
     demand = endpoint.demand(endpoint.parse(orjson.dumps(body), ""))
     assert (demand.input_images, demand.images, demand.bound_param) == (1, 3, "max_output_tokens")
+    assert demand.image_model == "gpt-image-1"
     assert demand.limits == {"max_output_tokens": 64}
     assert demand.prompt_tokens < 200  # the 3,000 base64 characters are counted as one image
     no_tool = endpoint.demand(endpoint.parse(orjson.dumps({**body, "tool_choice": "none"}), ""))
-    assert no_tool.images == 0
+    assert (no_tool.images, no_tool.image_model) == (0, None)
+    mini = {**body, "tools": [{**IMAGE_TOOL, "model": "gpt-image-1-mini"}]}
+    assert endpoint.demand(endpoint.parse(orjson.dumps(mini), "")).image_model == "gpt-image-1-mini"

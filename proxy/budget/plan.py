@@ -68,17 +68,24 @@ def unit_price(price: ModelPrice, n: int, cap: int) -> tuple[int, int, int]:
     return num, den, cap
 
 
-def plan_reservation(price: ModelPrice | None, demand: Demand, *, budgeted: bool) -> ReservationPlan:
-    """What to reserve for one managed miss of a model priced ``price`` (None: unpriced)."""
+def plan_reservation(
+    price: ModelPrice | None, demand: Demand, *, budgeted: bool, image_price: ModelPrice | None = None
+) -> ReservationPlan:
+    """What to reserve for one managed miss of a model priced ``price`` (None: unpriced); the
+    images of ``demand.image_model`` at ``image_price`` (None: unpriced, nothing reserved)."""
     if price is None:
         return ReservationPlan(0, None)
+    if demand.image_model is None:
+        per_image = price.per_image_usd
+    else:
+        per_image = image_price.per_image_usd if image_price is not None else Fraction(0)
     fixed = (
         demand.prompt_tokens * price.input_micro_per_token
         + demand.input_images * price.micro_per_input_image
         + price.per_request_usd * MICRO_PER_USD
         # An image the upstream does not bill in tokens costs the per-image price instead: which
         # one it will be is known only from the answer, so both are reserved.
-        + demand.images * price.per_image_usd * MICRO_PER_USD
+        + demand.images * per_image * MICRO_PER_USD
     )
     limit = client_limit(demand.limits, price.max_output_tokens)
     typical = min(price.typical_completion_tokens, price.max_output_tokens)

@@ -79,11 +79,11 @@ class EntryMeta:
     blobs: tuple[BlobRef, ...]
     expires: float = float("inf")  # wall-clock time the entry stops being servable
     image_prompt_tokens: int = 0  # of prompt_tokens, the images' (priced apart by GPT image models)
-    images_apart: bool = False  # the images are not billed in the tokens (``Usage.images_apart``)
+    image_model: str | None = None  # the model that made the images, if not ``model`` (``Usage``)
 
     def to_json(self) -> bytes:
-        """Compact header JSON (``t`` only when there are image prompt tokens, ``a`` only when the
-        images are billed apart from the tokens)."""
+        """Compact header JSON (``t`` only when there are image prompt tokens, ``g`` only when
+        another model made the images)."""
         header: dict[str, Any] = {
             "c": self.created,
             "m": self.model,
@@ -95,8 +95,8 @@ class EntryMeta:
         }
         if self.image_prompt_tokens:
             header["t"] = self.image_prompt_tokens
-        if self.images_apart:
-            header["a"] = 1
+        if self.image_model is not None:
+            header["g"] = self.image_model
         return orjson.dumps(header)
 
     @classmethod
@@ -112,7 +112,7 @@ class EntryMeta:
             blobs=tuple(BlobRef(int(o), str(s), int(n), (int(c), int(i))) for o, s, n, c, i in data["b"]),
             expires=float(data["e"]) if data.get("e") is not None else float("inf"),
             image_prompt_tokens=int(data.get("t", 0)),
-            images_apart=bool(data.get("a", 0)),
+            image_model=str(data["g"]) if data.get("g") is not None else None,
         )
 
 

@@ -23,7 +23,7 @@ from proxy.cache.entry import BlobSlot
 from proxy.cache.replay import ReplayEvent
 from proxy.endpoints.base import Parsed
 from proxy.endpoints.chat import prompt_token_bound
-from proxy.endpoints.fields import NUMBER, check_types, load_object
+from proxy.endpoints.fields import MAX_MODEL_CHARS, NUMBER, check_types, load_object
 from proxy.endpoints.images import check_count
 from proxy.endpoints.response_stream import IMAGE_CALL, ResponseFold, replay_response
 from proxy.errors import bad_request
@@ -61,6 +61,8 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "service_tier": (str,),
 }
 
+# The image_generation tool's model when the request names none (OpenAI "Image generation" tool).
+DEFAULT_IMAGE_MODEL = "gpt-image-1"
 # OpenAI refuses a smaller ``max_output_tokens`` ("Expected a value >= 16").
 MIN_OUTPUT_TOKENS = 16
 # Where a request takes its context from, other than ``input``: with none of them and no
@@ -96,6 +98,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if not body["model"]:
         raise bad_request("'model' must not be empty.", param="model")
     check_input(body)
+    check_image_tool(body)
     if body.get("max_output_tokens") is not None:
         check_count("max_output_tokens", body["max_output_tokens"], MIN_OUTPUT_TOKENS, 2**31 - 1)
     if body.get("conversation") is not None and body.get("previous_response_id") is not None:
@@ -130,13 +133,42 @@ def input_images(value: object) -> tuple[int, int]:
     return count, data_chars
 
 
-def image_tool_calls(body: Mapping[str, Any]) -> int:
-    """Images the ``image_generation`` tool may add: one per call the request allows (at most
-    ``max_tool_calls``, else one), none when the tool is absent or ``tool_choice`` is ``none``."""
+def image_tool(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``image_generation`` tool the model may call (None when absent or ``tool_choice`` is
+    ``none``)."""
     tools = body.get("tools")
     if body.get("tool_choice") == "none" or not isinstance(tools, list):
-        return 0
-    if not any(isinstance(tool, dict) and tool.get("type") == "image_generation" for tool in tools):
+        return None
+    return next(
+        (tool for tool in tools if isinstance(tool, dict) and tool.get("type") == "image_generation"), None
+    )
+
+
+def check_image_tool(body: Mapping[str, Any]) -> None:
+    """The image tool's ``model``, if named, is a string no longer than a model name may be: it
+    prices the images, so it reaches the price table, the entry header and the logs."""
+    tool = image_tool(body)
+    model = tool.get("model") if tool is not None else None
+    if model is not None and (not isinstance(model, str) or not 0 < len(model) <= MAX_MODEL_CHARS):
+        raise bad_request(
+            f"Invalid 'tools.model': expected a model name of 1 to {MAX_MODEL_CHARS} characters.",
+            param="tools",
+        )
+
+
+def image_model(body: Mapping[str, Any]) -> str | None:
+    """The model the image tool draws with (OpenAI's default: gpt-image-1), None without the tool."""
+    tool = image_tool(body)
+    if tool is None:
+        return None
+    model = tool.get("model")
+    return model if isinstance(model, str) else DEFAULT_IMAGE_MODEL
+
+
+def image_tool_calls(body: Mapping[str, Any]) -> int:
+    """Images the ``image_generation`` tool may add: one per call the request allows (at most
+    ``max_tool_calls``, else one), none without the tool."""
+    if image_tool(body) is None:
         return 0
     calls = body.get("max_tool_calls")
     return calls if isinstance(calls, int) and not isinstance(calls, bool) and calls > 0 else 1
@@ -195,7 +227,8 @@ class Responses:
 
     def demand(self, parsed: Parsed) -> Demand:
         """Prompt bound from the body's bytes (input image data URLs counted per image), the
-        client's ``max_output_tokens``, the images the image tool may make; a budget's bound is
+        client's ``max_output_tokens``, the images the image tool may make (at its model's
+        ``per_image``); a budget's bound is
         sent as ``max_output_tokens``. Context from ``previous_response_id`` is billed as input too
         and cannot be seen here: the settle step charges the real count."""
         images, image_chars = input_images(parsed.body.get("input"))
@@ -205,6 +238,7 @@ class Responses:
             input_images=images,
             limits={} if limit is None else {"max_output_tokens": limit},
             images=image_tool_calls(parsed.body),
+            image_model=image_model(parsed.body),
             bound_param="max_output_tokens",
         )
 
@@ -240,7 +274,7 @@ class Responses:
     def usage(self, parsed: Parsed, usage: Mapping[str, Any] | None, doc: Mapping[str, Any] | None) -> Usage:
         """``input_tokens``/``output_tokens`` (reasoning tokens are among the output tokens), the
         input images, and the images of ``image_generation_call`` outputs: the tool is billed apart
-        from the text model's usage, so each costs the model's ``per_image``."""
+        from the text model's usage, so each costs the ``per_image`` of the tool's model."""
         tokens = Usage.from_mapping(usage)
         images = len(image_calls(doc)) if doc is not None else 0
         return Usage(
@@ -249,5 +283,5 @@ class Responses:
             images,
             input_images(parsed.body.get("input"))[0],
             from_answer=doc is not None and images > 0,
-            images_apart=True,
+            image_model=(image_model(parsed.body) or DEFAULT_IMAGE_MODEL) if images else None,
         )

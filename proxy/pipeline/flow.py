@@ -241,7 +241,7 @@ class Pipeline:
             meta.completion_tokens,
             meta.images,
             image_prompt_tokens=meta.image_prompt_tokens,
-            images_apart=meta.images_apart,
+            image_model=meta.image_model,
         )
         saved = services.accountant.saved(call.model, call.alias, usage)
         if call.managed is not None:
