@@ -24,6 +24,7 @@ from proxy.endpoints.chat import ChatCompletions
 from proxy.endpoints.embeddings import Embeddings
 from proxy.endpoints.image_edits import ImageEdits
 from proxy.endpoints.images import ImagesGenerations
+from proxy.endpoints.responses import Responses
 from proxy.flight.flights import RedisFlights, SingleFlight, listening
 from proxy.keys.verify import CallerVerifier
 from proxy.obs.accounting import Accountant
@@ -67,6 +68,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ImagesGenerations(),
     ImageEdits(),
     Embeddings(),
+    Responses(),
 )
 
 

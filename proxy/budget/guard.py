@@ -106,8 +106,12 @@ class BudgetGuard:
     async def reserve(self, key: ManagedKey, model: str, demand: Demand) -> Admitted:
         """Set the estimate aside and size the completion bound (429 if even the smallest does
         not fit); unmetered (no reservation, no bound) when the store is down and we fail open."""
+        prices = self.accountant.prices
         plan = plan_reservation(
-            self.accountant.prices.lookup(model), demand, budgeted=key.budget_micro is not None
+            prices.lookup(model),
+            demand,
+            budgeted=key.budget_micro is not None,
+            image_price=prices.lookup(demand.image_model) if demand.image_model is not None else None,
         )
         try:
             result = await self._call(

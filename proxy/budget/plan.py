@@ -9,8 +9,9 @@ price) plus completion tokens:
   maximum, so the upstream must not be allowed more, whatever the table's maximum is);
 - it did not, and the key has a budget: the ledger grants, in its atomic reserve step, between
   the model's ``typical_completion_tokens`` and ``max_output_tokens`` per choice — as many as the
-  budget covers — and the request is forwarded with ``max_tokens_param`` set to the grant, so
-  the upstream cannot produce more than was reserved;
+  budget covers — and the request is forwarded with ``max_tokens_param`` (or the endpoint's own
+  ``Demand.bound_param``: the Responses API's ``max_output_tokens``) set to the grant, so the
+  upstream cannot produce more than was reserved;
 - otherwise (no budget): the typical completion, as bookkeeping; nothing is changed upstream.
 
 The request itself is read by its endpoint into a ``Demand`` (prompt bound, input images,
@@ -67,17 +68,24 @@ def unit_price(price: ModelPrice, n: int, cap: int) -> tuple[int, int, int]:
     return num, den, cap
 
 
-def plan_reservation(price: ModelPrice | None, demand: Demand, *, budgeted: bool) -> ReservationPlan:
-    """What to reserve for one managed miss of a model priced ``price`` (None: unpriced)."""
+def plan_reservation(
+    price: ModelPrice | None, demand: Demand, *, budgeted: bool, image_price: ModelPrice | None = None
+) -> ReservationPlan:
+    """What to reserve for one managed miss of a model priced ``price`` (None: unpriced); the
+    images of ``demand.image_model`` at ``image_price`` (None: unpriced, nothing reserved)."""
     if price is None:
         return ReservationPlan(0, None)
+    if demand.image_model is None:
+        per_image = price.per_image_usd
+    else:
+        per_image = image_price.per_image_usd if image_price is not None else Fraction(0)
     fixed = (
         demand.prompt_tokens * price.input_micro_per_token
         + demand.input_images * price.micro_per_input_image
         + price.per_request_usd * MICRO_PER_USD
         # An image the upstream does not bill in tokens costs the per-image price instead: which
         # one it will be is known only from the answer, so both are reserved.
-        + demand.images * price.per_image_usd * MICRO_PER_USD
+        + demand.images * per_image * MICRO_PER_USD
     )
     limit = client_limit(demand.limits, price.max_output_tokens)
     typical = min(price.typical_completion_tokens, price.max_output_tokens)
@@ -91,7 +99,7 @@ def plan_reservation(price: ModelPrice | None, demand: Demand, *, budgeted: bool
     grant = CompletionGrant(min(floor, cap), cap, num, den)
     bound: tuple[str, ...] = ()
     if budgeted and limit is None and demand.boundable:
-        bound = (price.max_tokens_param,)
+        bound = (demand.bound_param or price.max_tokens_param,)
     elif budgeted:
         bound = tuple(f for f, value in demand.limits.items() if (positive_int(value) or 0) > cap)
     return ReservationPlan(math.ceil(Fraction(fixed)), grant, bound)

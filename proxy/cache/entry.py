@@ -79,9 +79,11 @@ class EntryMeta:
     blobs: tuple[BlobRef, ...]
     expires: float = float("inf")  # wall-clock time the entry stops being servable
     image_prompt_tokens: int = 0  # of prompt_tokens, the images' (priced apart by GPT image models)
+    image_model: str | None = None  # the model that made the images, if not ``model`` (``Usage``)
 
     def to_json(self) -> bytes:
-        """Compact header JSON (``t`` only when there are image prompt tokens)."""
+        """Compact header JSON (``t`` only when there are image prompt tokens, ``g`` only when
+        another model made the images)."""
         header: dict[str, Any] = {
             "c": self.created,
             "m": self.model,
@@ -93,6 +95,8 @@ class EntryMeta:
         }
         if self.image_prompt_tokens:
             header["t"] = self.image_prompt_tokens
+        if self.image_model is not None:
+            header["g"] = self.image_model
         return orjson.dumps(header)
 
     @classmethod
@@ -108,6 +112,7 @@ class EntryMeta:
             blobs=tuple(BlobRef(int(o), str(s), int(n), (int(c), int(i))) for o, s, n, c, i in data["b"]),
             expires=float(data["e"]) if data.get("e") is not None else float("inf"),
             image_prompt_tokens=int(data.get("t", 0)),
+            image_model=str(data["g"]) if data.get("g") is not None else None,
         )
 
 

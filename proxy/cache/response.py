@@ -188,6 +188,7 @@ class ResponseCache:
             blobs=split.refs,
             expires=created + ttl,
             image_prompt_tokens=usage.image_prompt_tokens,
+            image_model=usage.image_model,
         )
         chunks: list[tuple[str, bytes]] = []
         for sha, data in split.blobs.items():

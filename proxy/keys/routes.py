@@ -4,8 +4,8 @@ A managed request reaches the upstream with the proxy's own key, so anything not
 would spend that key outside every budget (stored completions, files, batches, fine-tunes...).
 The list is exact: method plus a full match on the checked, decoded path (``web.paths.Target``), and
 every other route is 403 ``endpoint_not_allowed``. The cached endpoints (``proxy.app.ENDPOINTS``:
-chat completions, images generations and edits) are not pass-through: the pipeline admits,
-reserves and settles them. A free, uncached route a managed key should reach gets a row here.
+chat completions, images generations and edits, embeddings, responses) are not pass-through: the
+pipeline admits, reserves and settles them. A free, uncached route a managed key should reach gets a row here.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from proxy.obs.logs import clip
@@ -61,7 +62,14 @@ class Accountant:
             log.warning("no price for model %s: %s", clip(model), why)
 
     def cost(self, model: str, usage: Usage) -> int:
-        """Micro-USD for ``usage`` on ``model``; 0 (counted and logged once) for an unpriced model."""
+        """Micro-USD for ``usage`` on ``model``, plus images another model made at that model's
+        ``per_image`` (``Usage.image_model``); 0 (counted and logged once) for an unpriced model."""
+        if usage.image_model is None:
+            return self._priced(model, usage)
+        images = self._priced(usage.image_model, Usage(images=usage.images)) if usage.images else 0
+        return self._priced(model, replace(usage, images=0, image_model=None)) + images
+
+    def _priced(self, model: str, usage: Usage) -> int:
         key = (model, usage)
         try:
             cost = self._costs[key]

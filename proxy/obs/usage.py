@@ -29,14 +29,19 @@ class Usage:
     # Counted from a complete answer (the Images API's ``data``): priced even when the upstream
     # reported no ``usage``, since the answer itself shows what was billed (its images).
     from_answer: bool = False
+    # The model that made the images when it is not the one that answered (the Responses API's
+    # ``image_generation`` tool: its ``model``, gpt-image-1 by default). The token counts never
+    # bill those images: each costs that model's ``per_image``.
+    image_model: str | None = None
 
     @property
     def images_in_tokens(self) -> bool:
         """Whether the token counts bill the generated images: an upstream that reports completion
         tokens for an image answer billed the images in them (Gemini: 1,290 per image; GPT image
         models: their output tokens), so no per-image price is added. Images of an answer without
-        completion tokens (an Images API answer without ``usage``) cost the model's ``per_image``."""
-        return self.completion_tokens > 0
+        completion tokens (an Images API answer without ``usage``) cost the model's ``per_image``;
+        images of another model (``image_model``) are never in the tokens."""
+        return self.completion_tokens > 0 and self.image_model is None
 
     @classmethod
     def from_mapping(cls, usage: Mapping[str, Any] | None, images: int = 0, input_images: int = 0) -> Usage:
@@ -75,3 +80,9 @@ class Demand:
     limits: Mapping[str, object] = field(default_factory=dict)
     boundable: bool = True
     images: int = 0
+    # The model whose ``per_image`` the images are reserved at, when it is not the request's
+    # (the Responses API's image tool, ``Usage.image_model``).
+    image_model: str | None = None
+    # The request field a budget's completion bound is sent in when the API names its own (the
+    # Responses API: ``max_output_tokens``); None: the model's ``max_tokens_param`` (chat).
+    bound_param: str | None = None

@@ -241,6 +241,7 @@ class Pipeline:
             meta.completion_tokens,
             meta.images,
             image_prompt_tokens=meta.image_prompt_tokens,
+            image_model=meta.image_model,
         )
         saved = services.accountant.saved(call.model, call.alias, usage)
         if call.managed is not None:

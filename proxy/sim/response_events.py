@@ -84,8 +84,13 @@ class Answer:
         }
 
     def part(self, text: str | None = None) -> JSON:
-        """An `output_text` content part."""
-        return {"type": "output_text", "text": self.text if text is None else text, "annotations": []}
+        """An `output_text` content part (`logprobs` is `[]` unless asked for, as OpenAI sends it)."""
+        return {
+            "type": "output_text",
+            "text": self.text if text is None else text,
+            "annotations": [],
+            "logprobs": [],
+        }
 
     def output(self) -> list[JSON]:
         """The final `output`: the image call first (the model called the tool), then the text."""
