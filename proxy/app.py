@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from types import MappingProxyType
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -42,6 +43,7 @@ from proxy.state import (
     HEALTH,
     METRICS,
     MULTIPROC_DIR,
+    PAID_ENDPOINTS,
     PIPELINE,
     PRICE_LOADER,
     REDIS,
@@ -58,6 +60,7 @@ from proxy.storage.redis import RedisStore
 from proxy.upstream.session import make_session
 from proxy.web.admin import create_admin_app
 from proxy.web.middleware import error_middleware, guard_middleware, timing_middleware
+from proxy.web.models import MODELS, models
 from proxy.web.ops import healthz, metrics_handler, readyz, watching_store
 from proxy.web.passthrough import managed_passthrough
 
@@ -97,9 +100,11 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[REGISTRY] = registry
+    app[PAID_ENDPOINTS] = MappingProxyType({endpoint.name: endpoint.route for endpoint in ENDPOINTS})
     if multiprocess_dir:
         app[MULTIPROC_DIR] = multiprocess_dir
-    metrics = ProxyMetrics(registry)
+    # The `endpoint` label's values: the cached endpoints and the model list, nothing a client names.
+    metrics = ProxyMetrics(registry, endpoints={*(endpoint.name for endpoint in ENDPOINTS), MODELS})
     accountant = Accountant(PriceTable.from_config(parse_pricing(settings.pricing)), metrics)
     # A model has a metric label of its own if the live price table names it.
     metrics.priced = accountant.priced
@@ -115,6 +120,9 @@ def create_app(
     app.cleanup_ctx.append(_pipeline_ctx)
     for endpoint in ENDPOINTS:
         app.router.add_route(endpoint.method, endpoint.route, route(endpoint))
+    # The model list, cached briefly per scope (HEAD and other methods fall through to pass-through).
+    app.router.add_route("GET", "/v1/models", models)
+    app.router.add_route("GET", "/v1/models/{model_id}", models)
     app.router.add_route("*", "/v1/{tail:.*}", managed_passthrough)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
