@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from types import MappingProxyType
 
 from aiohttp import web
@@ -26,6 +26,7 @@ from proxy.endpoints.embeddings import Embeddings
 from proxy.endpoints.image_edits import ImageEdits
 from proxy.endpoints.images import ImagesGenerations
 from proxy.flight.flights import RedisFlights, SingleFlight, listening
+from proxy.keys.settings import check_endpoints, validate_settings
 from proxy.keys.verify import CallerVerifier
 from proxy.obs.accounting import Accountant
 from proxy.obs.health import Health
@@ -100,7 +101,9 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[REGISTRY] = registry
-    app[PAID_ENDPOINTS] = MappingProxyType({endpoint.name: endpoint.route for endpoint in ENDPOINTS})
+    paid = MappingProxyType({endpoint.name: endpoint.route for endpoint in ENDPOINTS})
+    _check_config_keys(settings, paid)
+    app[PAID_ENDPOINTS] = paid
     if multiprocess_dir:
         app[MULTIPROC_DIR] = multiprocess_dir
     # The `endpoint` label's values: the cached endpoints and the model list, nothing a client names.
@@ -129,6 +132,14 @@ def create_app(
     app.router.add_get("/metrics", metrics_handler)
     app.add_subapp("/admin/", create_admin_app(settings.admin_token))
     return app
+
+
+def _check_config_keys(settings: Settings, paid: Mapping[str, str]) -> None:
+    """A `[[keys]]` entry naming an endpoint this proxy does not serve is refused here, before
+    anything is opened (InvalidKeySettings lists the valid names); the rest of the entry is checked
+    when the key store loads it."""
+    for entry in settings.keys:
+        check_endpoints(validate_settings({"endpoints": entry.get("endpoints")})["endpoints"], paid)  # type: ignore[arg-type]  # a tuple or None
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -26,7 +26,6 @@ from proxy.budget.types import DEFAULT_RESERVATION_TTL_S, BudgetLedger
 from proxy.config import Settings
 from proxy.keys.auth import KeyAuthenticator
 from proxy.keys.redis import RedisKeyStore
-from proxy.keys.settings import check_endpoints
 from proxy.keys.store import KeyStore, MemoryKeyStore
 from proxy.obs.health import STATE_STORE
 from proxy.state import (
@@ -36,7 +35,6 @@ from proxy.state import (
     HEALTH,
     KEYSTORE,
     METRICS,
-    PAID_ENDPOINTS,
     REDIS,
     SETTINGS,
     STATE_GUARD,
@@ -113,9 +111,6 @@ async def _open_keys_and_budgets(
         store, ledger = MemoryKeyStore(), MemoryBudgetLedger()
     timeout = settings.redis_op_timeout
     auth = KeyAuthenticator(store, settings, timeout=timeout)
-    known = app[PAID_ENDPOINTS]
-    for spec in auth.static:  # an endpoint name the app does not serve stops the start, named
-        check_endpoints(spec.endpoints, known)
     app[KEYSTORE] = store
     app[AUTH] = auth
     app[BUDGETS] = BudgetGuard(
