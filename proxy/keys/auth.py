@@ -90,10 +90,9 @@ class KeyAuthenticator:
         self.settings = settings
         self.timeout = timeout
         self._clock = clock
-        # The `[[keys]]` of the config, parsed (the app checks their endpoint names at start).
-        self.static = tuple(StaticKey.from_mapping(entry) for entry in settings.keys)
-        self._static_loaded = not self.static
-        self._managed_seen = settings.auth == "managed" or bool(self.static)
+        self._static = tuple(StaticKey.from_mapping(entry) for entry in settings.keys)
+        self._static_loaded = not self._static
+        self._managed_seen = settings.auth == "managed" or bool(self._static)
         self._negative_until = 0.0
 
     async def load_static(self) -> bool:
@@ -102,7 +101,7 @@ class KeyAuthenticator:
             return True
         try:
             async with guarded("load keys", self.timeout):
-                await self.store.load_static(self.static)
+                await self.store.load_static(self._static)
         except StoreUnavailable as exc:
             log.warning("could not load configured keys yet: %s", type(exc.__cause__).__name__)
             return False
