@@ -95,6 +95,22 @@ async def test_an_upstream_error_is_not_cached(
     assert await redis_keys(redis_client, f"{key_prefix}:r1:*") == []
 
 
+async def test_a_list_over_the_entry_limit_is_relayed_whole_and_not_stored(
+    fake_upstream: FakeUpstream, redis_url: str, key_prefix: str, redis_client: aioredis.Redis
+) -> None:
+    """With PROXY_CACHE_MAX_ENTRY_BYTES under the list's size, the client still gets the whole list
+    (streamed through), twice from the upstream, and nothing is stored."""
+    settings = proxy_settings(fake_upstream.url, redis_url, key_prefix, cache_max_entry_bytes=1000)
+    async with ProxyServer(settings) as proxy:
+        replies = [await _models(proxy) for _ in range(2)]
+    assert [r.status for r in replies] == [200, 200]
+    assert len(replies[0].body) > 1000
+    assert replies[0].json()["object"] == "list"
+    assert [r.headers["X-Cache"] for r in replies] == ["MISS", "MISS"]
+    assert fake_upstream.state.calls["models"] == 2
+    assert await redis_keys(redis_client, f"{key_prefix}:r1:*") == []
+
+
 async def test_one_model_is_its_own_entry(proxy: ProxyServer, fake_upstream: FakeUpstream) -> None:
     """GET /v1/models/{id} is cached apart from the list (and from another id)."""
     one = [await _models(proxy, "/models/gpt-4o-mini") for _ in range(2)]

@@ -11,7 +11,8 @@ Not an ``Endpoint`` of the pipeline: it is a ``GET`` with the model id in the pa
 (no demand, no reservation, no price) and has no stream, blobs or flight worth sharing (concurrent
 first requests each fetch the list; it is small and free). It reuses what the pipeline uses: the
 namespaces of ``cache.keys``, the entry format of ``ResponseCache``, the caller checks.
-Only a 200 ``application/json`` object is stored; anything else is relayed as it came.
+Only a 200 ``application/json`` object is stored; anything else (errors, other types, a list over
+``PROXY_CACHE_MAX_ENTRY_BYTES``) is relayed as it came.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from multidict import CIMultiDict
 
 from proxy.cache.controls import CacheControls
 from proxy.cache.keys import cache_hash, managed_namespace, passthrough_namespace
-from proxy.errors import upstream_failure, upstream_invalid_response
+from proxy.errors import upstream_failure
 from proxy.keys.auth import bearer_of
 from proxy.obs.usage import Usage
 from proxy.state import METRICS, PIPELINE, REQUEST_CACHE, REQUEST_ENDPOINT, SETTINGS, TARGET
@@ -79,17 +80,17 @@ async def models(request: web.Request) -> web.StreamResponse:
             hit = {"X-Cache": "HIT", "Age": str(entry.age(time.time())), "X-Cache-Key": digest}
             return web.Response(body=entry.json_body(), content_type="application/json", headers=hit)
     _count(request, result)
-    status, headers, body = await _fetch(request, authorization, settings.cache_max_entry_bytes)
-    headers.update({"X-Cache": result, "X-Cache-Key": digest})
+    fetched = await _fetch(request, authorization, settings.cache_max_entry_bytes, digest, result)
+    status = fetched.status if isinstance(fetched, web.StreamResponse) else fetched[0]
     if status == 200 and bearer is not None:
         await services.verifier.mark(bearer)
+    if isinstance(fetched, web.StreamResponse):
+        return fetched  # over the entry limit: relayed as it came, not stored
+    _, headers, body = fetched
     doc = _json_object(status, headers, body)
     if doc is not None and result == "MISS" and controls.store:
         ttl = min(controls.ttl or settings.models_ttl, settings.models_ttl)
-        try:
-            await cache.put(key, body, doc, ttl=ttl, walk=lambda _doc: [], usage=_NO_USAGE)
-        except StoreUnavailable as exc:
-            log.warning("could not store the model list: %s", exc)
+        await cache.put(key, body, doc, ttl=ttl, walk=lambda _doc: [], usage=_NO_USAGE)  # never raises
     return web.Response(status=status, body=body, headers=headers)
 
 
@@ -99,27 +100,53 @@ def _count(request: web.Request, result: str) -> None:
 
 
 async def _fetch(
-    request: web.Request, authorization: str | None, limit: int
-) -> tuple[int, CIMultiDict[str], bytes]:
-    """The upstream's answer read whole (a model list is small: one over ``limit``, the largest
-    entry the cache keeps, is answered 502 rather than held in memory)."""
+    request: web.Request, authorization: str | None, limit: int, digest: str, result: str
+) -> tuple[int, CIMultiDict[str], bytes] | web.StreamResponse:
+    """The upstream's answer read whole, to store; one over ``limit`` (the largest entry the cache
+    keeps) is relayed to the client as it comes instead, and its response returned."""
     settings = request.app[SETTINGS]
+    metrics = request.app[METRICS]
     try:
-        async with request.app[PIPELINE].services.session.get(
+        upstream = await request.app[PIPELINE].services.session.get(
             upstream_url(settings.upstream_base, request),
             headers=forward_headers(request.headers, authorization),
             allow_redirects=False,
-        ) as upstream:
-            kept = bytearray()
+        )
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        metrics.record_upstream_error("timeout" if isinstance(exc, TimeoutError) else "connect")
+        raise upstream_failure(exc) from exc
+    async with upstream:
+        headers = response_headers(upstream.headers)
+        headers.update({"X-Cache": result, "X-Cache-Key": digest})
+        kept = bytearray()
+        try:
             async for chunk in upstream.content.iter_any():
                 kept += chunk
                 if len(kept) > limit:
-                    log.warning("upstream model list over %d bytes: not relayed", limit)
-                    raise upstream_invalid_response()
-            return upstream.status, response_headers(upstream.headers), bytes(kept)
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        request.app[METRICS].record_upstream_error("timeout" if isinstance(exc, TimeoutError) else "connect")
-        raise upstream_failure(exc) from exc
+                    return await _relay_rest(request, upstream, headers, bytes(kept))
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            metrics.record_upstream_error("timeout" if isinstance(exc, TimeoutError) else "stream_cut")
+            raise upstream_failure(exc) from exc
+        return upstream.status, headers, bytes(kept)
+
+
+async def _relay_rest(
+    request: web.Request, upstream: aiohttp.ClientResponse, headers: CIMultiDict[str], head: bytes
+) -> web.StreamResponse:
+    """Send what was read and stream the rest through (a list too large to keep is still the
+    client's answer)."""
+    log.warning("upstream model list over PROXY_CACHE_MAX_ENTRY_BYTES: relayed, not cached")
+    response = web.StreamResponse(status=upstream.status, headers=headers)
+    await response.prepare(request)
+    await response.write(head)
+    try:
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+    except (TimeoutError, aiohttp.ClientError, ConnectionError):
+        request.app[METRICS].record_upstream_error("stream_cut")
+        return response
+    await response.write_eof()
+    return response
 
 
 def _json_object(status: int, headers: CIMultiDict[str], body: bytes) -> dict[str, object] | None:
