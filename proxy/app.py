@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from types import MappingProxyType
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -26,6 +27,7 @@ from proxy.endpoints.image_edits import ImageEdits
 from proxy.endpoints.images import ImagesGenerations
 from proxy.endpoints.responses import Responses
 from proxy.flight.flights import RedisFlights, SingleFlight, listening
+from proxy.keys.settings import check_endpoints, validate_settings
 from proxy.keys.verify import CallerVerifier
 from proxy.obs.accounting import Accountant
 from proxy.obs.health import Health
@@ -43,6 +45,7 @@ from proxy.state import (
     HEALTH,
     METRICS,
     MULTIPROC_DIR,
+    PAID_ENDPOINTS,
     PIPELINE,
     PRICE_LOADER,
     REDIS,
@@ -59,6 +62,7 @@ from proxy.storage.redis import RedisStore
 from proxy.upstream.session import make_session
 from proxy.web.admin import create_admin_app
 from proxy.web.middleware import error_middleware, guard_middleware, timing_middleware
+from proxy.web.models import MODELS, models
 from proxy.web.ops import healthz, metrics_handler, readyz, watching_store
 from proxy.web.passthrough import managed_passthrough
 
@@ -99,9 +103,13 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[REGISTRY] = registry
+    paid = MappingProxyType({endpoint.name: endpoint.route for endpoint in ENDPOINTS})
+    _check_config_keys(settings, paid)
+    app[PAID_ENDPOINTS] = paid
     if multiprocess_dir:
         app[MULTIPROC_DIR] = multiprocess_dir
-    metrics = ProxyMetrics(registry)
+    # The `endpoint` label's values: the cached endpoints and the model list, nothing a client names.
+    metrics = ProxyMetrics(registry, endpoints={*(endpoint.name for endpoint in ENDPOINTS), MODELS})
     accountant = Accountant(PriceTable.from_config(parse_pricing(settings.pricing)), metrics)
     # A model has a metric label of its own if the live price table names it.
     metrics.priced = accountant.priced
@@ -117,12 +125,23 @@ def create_app(
     app.cleanup_ctx.append(_pipeline_ctx)
     for endpoint in ENDPOINTS:
         app.router.add_route(endpoint.method, endpoint.route, route(endpoint))
+    # The model list, cached briefly per scope (HEAD and other methods fall through to pass-through).
+    app.router.add_route("GET", "/v1/models", models)
+    app.router.add_route("GET", "/v1/models/{model_id}", models)
     app.router.add_route("*", "/v1/{tail:.*}", managed_passthrough)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.add_subapp("/admin/", create_admin_app(settings.admin_token))
     return app
+
+
+def _check_config_keys(settings: Settings, paid: Mapping[str, str]) -> None:
+    """A `[[keys]]` entry naming an endpoint this proxy does not serve is refused here, before
+    anything is opened (InvalidKeySettings lists the valid names); the rest of the entry is checked
+    when the key store loads it."""
+    for entry in settings.keys:
+        check_endpoints(validate_settings({"endpoints": entry.get("endpoints")})["endpoints"], paid)  # type: ignore[arg-type]  # a tuple or None
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -47,6 +47,9 @@ class Settings:
     # Keys, budgets, reservations, the ledger and RPM windows; None: the same Redis as the cache.
     state_redis_url: str | None = None
     cache_ttl: int = 86400
+    # Seconds a GET /v1/models answer is kept per cache scope (the list changes rarely but does
+    # change: short); 0 passes it through uncached.
+    models_ttl: int = 60
     cache_max_entry_bytes: int = 32 * 1024 * 1024
     memory_cache_bytes: int = 256 * 1024 * 1024
     hot_cache_bytes: int = 256 * 1024 * 1024
@@ -122,6 +125,8 @@ class Settings:
         for name in ("cache_ttl", "max_body_bytes", "cache_max_entry_bytes", "workers"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"PROXY_{name.upper()} must be positive")
+        if self.models_ttl < 0:
+            raise ValueError("PROXY_MODELS_TTL must be 0 (off) or positive")
         if self.store_timeout <= 0 or self.upstream_timeout <= 0 or self.header_timeout <= 0:
             raise ValueError("timeouts must be positive")
         if self.prices_refresh <= 0:
@@ -166,6 +171,7 @@ _REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
 _INT = {
     "port",
     "cache_ttl",
+    "models_ttl",
     "cache_max_entry_bytes",
     "memory_cache_bytes",
     "hot_cache_bytes",

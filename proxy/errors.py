@@ -6,6 +6,7 @@ Rendered in OpenAI's shape in one place: ``proxy.web.middleware.error_middleware
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 import aiohttp
 import orjson
@@ -126,4 +127,16 @@ def upstream_failure(exc: BaseException) -> ProxyError:
         f"The upstream could not be reached: {type(exc).__name__}.",
         type="server_error",
         code="upstream_unreachable",
+    )
+
+
+def endpoint_not_allowed(what: str, allowed: Iterable[str]) -> ProxyError:
+    """403: a managed key called something it may not (a paid endpoint not in its ``endpoints``, or
+    a pass-through route that would spend the proxy's upstream key unmetered); names what it may."""
+    may = ", ".join(allowed) or "no endpoint"
+    return ProxyError(
+        403,
+        f"This key cannot call {what} through this proxy. It may call: {may}.",
+        type="invalid_request_error",
+        code="endpoint_not_allowed",
     )

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import aiohttp
     import redis.asyncio as aioredis
     from prometheus_client import CollectorRegistry
@@ -53,12 +55,17 @@ AUTH: web.AppKey[KeyAuthenticator] = web.AppKey("auth")
 BUDGETS: web.AppKey[BudgetGuard] = web.AppKey("budgets")
 # The flow every cached endpoint's route runs (``proxy.pipeline``).
 PIPELINE: web.AppKey[Pipeline] = web.AppKey("pipeline")
+# The paid (cached, budgeted) endpoints the app registered: name -> route (``proxy.app.ENDPOINTS``),
+# what a managed key's ``endpoints`` list may name.
+PAID_ENDPOINTS: web.AppKey[Mapping[str, str]] = web.AppKey("paid_endpoints")
 # Whether the state Redis is safe from eviction (`.safe`: True / False / None unknown), for readiness.
 STATE_GUARD: web.AppKey[StateStoreGuard] = web.AppKey("state_guard")
 
 # Per-request facts the metrics middleware reads after the handler ran.
 REQUEST_MODEL: web.RequestKey[str] = web.RequestKey("model")
 REQUEST_CACHE: web.RequestKey[str] = web.RequestKey("cache")
+# The endpoint name (``Endpoint.name``, or "models") of a request a cached route handles; else "other".
+REQUEST_ENDPOINT: web.RequestKey[str] = web.RequestKey("endpoint")
 # The checked request target (``web.paths.parse_target``), set before any handler runs.
 TARGET: web.RequestKey[Target] = web.RequestKey("target")
 # Set on a request whose body must not be read to the end (a compression bomb, an oversize

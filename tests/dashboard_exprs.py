@@ -11,14 +11,16 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
-# What Grafana would put in place of each variable the dashboards may use. `$model` is a
-# multi-value variable whose "All" is the regex `.*`.
+# What Grafana would put in place of each variable the dashboards may use. `$model` and
+# `$endpoint` are multi-value variables whose "All" is the regex `.*` (a repeated row gets one
+# endpoint name each: ``endpoint_row`` below fills that in).
 SUBSTITUTIONS: Mapping[str, str] = MappingProxyType(
     {
         "__range": "5m",
         "__rate_interval": "1m",
         "__interval": "15s",
         "model": ".*",
+        "endpoint": ".*",
     }
 )
 
@@ -56,3 +58,27 @@ def panel_expressions(dashboard: Mapping[str, Any]) -> list[tuple[str, str]]:
             if expr:
                 found.append((str(panel.get("title", "")), substitute(str(expr))))
     return found
+
+
+def endpoint_row(dashboard: Mapping[str, Any]) -> tuple[Mapping[str, Any], list[Mapping[str, Any]]]:
+    """The row repeated over ``$endpoint`` and the panels it repeats (those below it, up to the
+    next row), as Grafana lays out a non-collapsed repeated row."""
+    panels = list(dashboard.get("panels", []))
+    start = next(i for i, panel in enumerate(panels) if panel.get("repeat") == "endpoint")
+    below: list[Mapping[str, Any]] = []
+    for panel in panels[start + 1 :]:
+        if panel["type"] == "row":
+            break
+        below.append(panel)
+    return panels[start], below
+
+
+def endpoint_expressions(dashboard: Mapping[str, Any], endpoint: str) -> list[tuple[str, str]]:
+    """(panel title, expr) of the repeated endpoint row as Grafana fills it in for ``endpoint``."""
+    _, panels = endpoint_row(dashboard)
+    values = {**SUBSTITUTIONS, "endpoint": endpoint}
+    return [
+        (substitute(str(panel["title"]), values), substitute(str(target["expr"]), values))
+        for panel in panels
+        for target in panel.get("targets", [])
+    ]

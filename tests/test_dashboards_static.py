@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.dashboard_exprs import iter_panels, panel_expressions, substitute
+from tests.dashboard_exprs import endpoint_row, iter_panels, panel_expressions, substitute
 
 REPO = Path(__file__).resolve().parents[1]
 GRAFANA = REPO / "grafana"
@@ -137,6 +137,28 @@ def test_model_variable_lists_models() -> None:
     assert "label_values(" in variable["definition"]
 
 
+def test_one_row_per_endpoint_repeats_over_the_endpoint_variable() -> None:
+    """A row repeated over `$endpoint` shows requests, hit ratio, spend and savings of one endpoint,
+    every query filtered by it; the variable lists the endpoint label's values (All = `.*`)."""
+    (variable,) = [v for v in dashboard()["templating"]["list"] if v["name"] == "endpoint"]
+    assert variable["includeAll"] is True
+    assert variable["allValue"] == ".*"
+    assert variable["definition"] == "label_values(llm_proxy_requests_total, endpoint)"
+    row, panels = endpoint_row(dashboard())
+    assert row["collapsed"] is False
+    assert "$endpoint" in row["title"]
+    exprs = [str(t["expr"]) for p in panels for t in p["targets"]]
+    assert all('endpoint=~"$endpoint"' in expr for expr in exprs), exprs
+    shown = {name for expr in exprs for name in _METRIC.findall(expr)}
+    assert shown == {
+        "llm_proxy_requests_total",
+        "llm_proxy_cache_results_total",
+        "llm_proxy_cost_usd_total",
+        "llm_proxy_cost_saved_usd_total",
+    }
+    assert any("hit ratio" in p["title"].lower() for p in panels)
+
+
 def test_only_exported_metrics_are_queried() -> None:
     """Every llm_proxy_* name in a query is one the proxy exports (histograms via their series)."""
     for expr in all_queries():
@@ -177,6 +199,7 @@ def test_panel_expressions_substitute_every_variable() -> None:
         ("rate(x[$__rate_interval])", "rate(x[1m])"),
         ("increase(x[$__range])", "increase(x[5m])"),
         ('x{model=~"${model}"}', 'x{model=~".*"}'),
+        ('x{endpoint=~"$endpoint"}', 'x{endpoint=~".*"}'),
         ("avg_over_time(x[[[__interval]]])", "avg_over_time(x[15s])"),
         ('label_replace(x, "a", "$1", "b", "(.*)")', 'label_replace(x, "a", "$1", "b", "(.*)")'),
     ],

@@ -42,10 +42,12 @@ METRIC_NAMES = [
 
 def _exercise(metrics: ProxyMetrics) -> None:
     metrics.accept_model("gpt-4o")  # the upstream answered it: it has a label of its own
-    metrics.observe_request("/v1/chat/completions", "gpt-4o", 200, "MISS", 0.3, 1234)
-    metrics.record_cache_result("gpt-4o", "coalesced")
-    metrics.record_usage("gpt-4o", "team-a", 100, 50, 750, 1)
-    metrics.record_saved("gpt-4o", "team-a", 100, 50, 750, 1)
+    metrics.observe_request(
+        "/v1/chat/completions", "gpt-4o", 200, "MISS", 0.3, 1234, endpoint="chat.completions"
+    )
+    metrics.record_cache_result("gpt-4o", "coalesced", endpoint="chat.completions")
+    metrics.record_usage("gpt-4o", "team-a", 100, 50, 750, 1, endpoint="chat.completions")
+    metrics.record_saved("gpt-4o", "team-a", 100, 50, 750, 1, endpoint="chat.completions")
     metrics.upstream_duration.labels("gpt-4o").observe(1.5)
     metrics.upstream_ttfb.labels("gpt-4o").observe(0.2)
     metrics.record_upstream_error("timeout")
@@ -82,10 +84,10 @@ def test_every_metric_name_is_exported() -> None:
 def test_usage_and_savings_values() -> None:
     """record_usage/record_saved convert micro-USD to USD and count tokens and images."""
     registry = CollectorRegistry()
-    metrics = ProxyMetrics(registry)
+    metrics = ProxyMetrics(registry, endpoints={"chat.completions"})
     _exercise(metrics)
     samples = _samples(render_latest(registry)[0])
-    mk = frozenset({("model", "gpt-4o"), ("key", "team-a")})
+    mk = frozenset({("model", "gpt-4o"), ("key", "team-a"), ("endpoint", "chat.completions")})
     assert samples["llm_proxy_cost_usd_total", mk] == pytest.approx(0.00075)
     assert samples["llm_proxy_prompt_tokens_total", mk] == 100
     assert samples["llm_proxy_tokens_saved_total", mk] == 150
@@ -97,6 +99,7 @@ def test_usage_and_savings_values() -> None:
             ("model", "gpt-4o"),
             ("status_class", "2xx"),
             ("cache", "miss"),
+            ("endpoint", "chat.completions"),
         }
     )
     assert samples["llm_proxy_requests_total", request_labels] == 1
@@ -192,12 +195,37 @@ def test_key_aliases_pass_through(alias: str | None, expected: str) -> None:
     assert ProxyMetrics(CollectorRegistry()).key_label(alias) == expected
 
 
+def test_endpoint_label_is_a_registered_name_or_other() -> None:
+    """`endpoint` is one of the names the app registered; a name nothing registered is `other`."""
+    registry = CollectorRegistry()
+    metrics = ProxyMetrics(registry, endpoints={"embeddings", "models"})
+    for name in ("embeddings", "models", "/v1/files", "x" * 500):
+        metrics.record_cache_result("gpt-4o", "hit", endpoint=name)
+        metrics.record_saved("gpt-4o", "team-a", 1, 1, 1, 0, endpoint=name)
+    samples = _samples(render_latest(registry)[0])
+    for family in ("llm_proxy_cache_results_total", "llm_proxy_cost_saved_usd_total"):
+        per_endpoint: dict[str, float] = {}
+        for (name, labels), value in samples.items():
+            if name == family:
+                endpoint = dict(labels)["endpoint"]
+                per_endpoint[endpoint] = per_endpoint.get(endpoint, 0) + value
+        assert set(per_endpoint) == {"embeddings", "models", "other"}, family
+    assert (
+        sum(
+            value
+            for (name, labels), value in samples.items()
+            if name == "llm_proxy_cache_results_total" and ("endpoint", "other") in labels
+        )
+        == 2
+    )
+
+
 def test_secret_never_reaches_rendered_metrics() -> None:
     """Even if a caller passes a bearer as the key, /metrics does not contain it."""
     registry = CollectorRegistry()
     metrics = ProxyMetrics(registry)
     secret = "sk-live-0123456789abcdefghijklmnopqrstuv"
-    metrics.record_usage("gpt-4o", secret, 1, 1, 1, 0)
+    metrics.record_usage("gpt-4o", secret, 1, 1, 1, 0, endpoint="chat.completions")
     metrics.set_key_budget(secret, 1, 1)
     assert secret.encode() not in render_latest(registry)[0]
 
@@ -265,6 +293,7 @@ def test_multiprocess_rendering_aggregates_workers(tmp_path: Path) -> None:
             ("model", "gpt-4o"),
             ("status_class", "2xx"),
             ("cache", "hit"),
+            ("endpoint", "other"),  # the child's metrics were built without endpoint names
         }
     )
     assert samples["llm_proxy_requests_total", labels] == 2

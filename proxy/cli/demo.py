@@ -25,6 +25,12 @@ from proxy.web.server import ProxyRunner
 DEMO_KEY = "sk-demo"
 TEXT_MODEL = "gpt-4o-mini"
 IMAGE_MODEL = "gemini-2.5-flash-image-preview"
+# The other cached endpoints, as printed in "what to try" (tests/test_demo.py sends these bodies).
+IMAGES_BODY = '{"model": "gpt-image-1", "prompt": "A lighthouse at dusk"}'
+EMBEDDINGS_BODY = (
+    '{"model": "text-embedding-3-small", "input": ["cached per item", "so a new batch reuses these"]}'
+)
+RESPONSES_BODY = '{"model": "gpt-4o-mini", "input": "Write a haiku about caches."}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +61,15 @@ def instructions(base: str, upstream_url: str, store: str) -> str:
         f'reply = client.chat.completions.create(model="{TEXT_MODEL}", '
         f'messages=[{{"role": "user", "content": "Hello!"}}]); print(reply.choices[0].message.content)'
     )
+    more_sdk = (
+        f'from openai import OpenAI; client = OpenAI(base_url="{base}/v1", api_key="{DEMO_KEY}"); '
+        'image = client.images.generate(model="gpt-image-1", prompt="A lighthouse at dusk"); '
+        'vectors = client.embeddings.create(model="text-embedding-3-small", input=["cached per item"]); '
+        'reply = client.responses.create(model="gpt-4o-mini", input="Write a haiku about caches."); '
+        "print(len(image.data[0].b64_json), len(vectors.data[0].embedding), reply.output_text)"
+    )
     show = "-sS -o /dev/null -D - -w 'time: %{time_total}s\\n'"
+    headers_only = "| grep -iE '^x-cache|^time:'"
     return f"""
 llm-cache-proxy demo
   proxy:     {base}/v1  (cache: {store})
@@ -71,8 +85,24 @@ Try it (run each command twice: the first is a MISS, the second a HIT, much fast
   curl {show} {chat} {auth} \\
     -d '{image_body}' | grep -iE '^x-cache:|^time:'
 
+  # the Images API, as client.images.generate sends it (b64_json PNGs, stored once as bytes)
+  curl {show} {base}/v1/images/generations {auth} \\
+    -d '{IMAGES_BODY}' {headers_only}
+
+  # embeddings, cached per input item (a later batch sends upstream only the inputs not seen yet)
+  curl {show} {base}/v1/embeddings {auth} \\
+    -d '{EMBEDDINGS_BODY}' {headers_only}
+
+  # the Responses API (add "stream": true to get the same answer as events)
+  curl -sS {base}/v1/responses {auth} \\
+    -d '{RESPONSES_BODY}' -D -
+
+  # the model list, cached per caller for PROXY_MODELS_TTL seconds
+  curl -sS {base}/v1/models -H "Authorization: Bearer {DEMO_KEY}" -o /dev/null -D - | grep -i '^x-cache:'
+
   # the openai SDK: only base_url changes (pip install openai)
   python -c '{sdk}'
+  python -c '{more_sdk}'
 
   # what it cost, and what the cache saved
   curl -s {base}/metrics | grep llm_proxy_cost

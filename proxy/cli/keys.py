@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+_ALL = "all"  # `update --all-endpoints`: sent as null, which the admin API reads as every paid endpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("key_id")
     update.add_argument("--alias")
     _settings_flags(update)
+    update.add_argument(
+        "--all-endpoints",
+        dest="endpoints",
+        action="store_const",
+        const=_ALL,
+        help="allow every paid endpoint again (the default of a new key)",
+    )
     enabled = update.add_mutually_exclusive_group()
     enabled.add_argument("--enable", dest="enabled", action="store_const", const=True)
     enabled.add_argument("--disable", dest="enabled", action="store_const", const=False)
@@ -59,6 +67,14 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models", nargs="+", action="extend", metavar="GLOB", help="allowed models (globs); repeatable"
     )
+    parser.add_argument(
+        "--endpoints",
+        nargs="+",
+        action="extend",
+        metavar="NAME",
+        help="paid endpoints the key may call (chat.completions, images.generations, images.edits, "
+        "embeddings, responses, ...); repeatable; default: all",
+    )
     parser.add_argument("--namespace", dest="cache_namespace", help="cache namespace to share")
     parser.add_argument("--rpm", type=int, help="requests per minute")
 
@@ -72,8 +88,12 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "cache_namespace": "cache_namespace",
         "rpm": "rpm",
         "enabled": "enabled",
+        "endpoints": "endpoints",
     }
-    return {api: getattr(args, flag) for flag, api in names.items() if getattr(args, flag, None) is not None}
+    out = {api: getattr(args, flag) for flag, api in names.items() if getattr(args, flag, None) is not None}
+    if out.get("endpoints") == _ALL:
+        out["endpoints"] = None  # JSON null: every paid endpoint
+    return out
 
 
 def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:

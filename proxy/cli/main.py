@@ -28,6 +28,9 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="listen port (PROXY_PORT)")
     parser.add_argument("--redis-url", help="redis:// URL; unset = in-memory (PROXY_REDIS_URL)")
     parser.add_argument("--cache-ttl", type=int, help="seconds (PROXY_CACHE_TTL)")
+    parser.add_argument(
+        "--models-ttl", type=int, help="seconds GET /v1/models is cached, 0 = off (PROXY_MODELS_TTL)"
+    )
     parser.add_argument("--config", help="TOML file (PROXY_CONFIG)")
     parser.add_argument("--log-level", help="debug|info|warning (PROXY_LOG_LEVEL)")
     parser.add_argument("--log-format", choices=["text", "json"], help="(PROXY_LOG_FORMAT)")
@@ -108,6 +111,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "upstream_url",
         "redis_url",
         "cache_ttl",
+        "models_ttl",
         "workers",
         "config",
         "log_level",

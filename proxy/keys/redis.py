@@ -32,6 +32,8 @@ def _decode(raw: bytes) -> tuple[ManagedKey, str]:
         enabled=data["enabled"],
         created_at=datetime.fromisoformat(data["created_at"]),
         revoked_at=None if revoked is None else datetime.fromisoformat(revoked),
+        # Records written before keys had an endpoint list allow every paid endpoint.
+        endpoints=None if data.get("endpoints") is None else tuple(data["endpoints"]),
     )
     return key, data["secret_sha256"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -19,8 +19,12 @@ from proxy.keys.periods import Period, parse_period
 SECRET_PREFIX = "sk-lcp-"  # noqa: S105  # a public marker, not a secret
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _UPDATABLE = frozenset(
-    {"alias", "budget_micro", "period", "allowed_models", "cache_namespace", "rpm", "enabled"}
+    {"alias", "budget_micro", "period", "allowed_models", "cache_namespace", "rpm", "enabled", "endpoints"}
 )
+# A key's endpoint list names registered endpoints only (checked by ``check_endpoints``); these
+# bounds keep a malformed list from becoming a large record before that check runs.
+MAX_ENDPOINTS = 32
+MAX_ENDPOINT_CHARS = 64
 
 
 class InvalidKeySettings(ValueError):
@@ -52,6 +56,13 @@ class ManagedKey:
     enabled: bool
     created_at: datetime
     revoked_at: datetime | None = None
+    # Paid endpoints (``Endpoint.name``: "chat.completions", "embeddings", ...) the key may call;
+    # None (the default, and every record written before the field existed) allows all of them.
+    endpoints: tuple[str, ...] | None = None
+
+    def allows_endpoint(self, name: str) -> bool:
+        """True if the key may call the paid endpoint ``name``."""
+        return self.endpoints is None or name in self.endpoints
 
     def allows_model(self, model: str) -> bool:
         """True if the key may call `model`."""
@@ -76,13 +87,14 @@ class StaticKey:
     cache_namespace: str | None = None
     rpm: int | None = None
     enabled: bool = True
+    endpoints: tuple[str, ...] | None = None
 
     @classmethod
     def from_mapping(cls, entry: Mapping[str, object]) -> StaticKey:
         """Parse one `[[keys]]` table; a plaintext `secret` is hashed here and then dropped.
 
         Accepts id and/or alias, secret or secret_sha256, budget_usd or budget_micro, period
-        (default "month"), allowed_models, cache_namespace, rpm, enabled.
+        (default "month"), allowed_models, cache_namespace, rpm, enabled, endpoints.
         """
         plain, digest = entry.get("secret"), entry.get("secret_sha256")
         if (plain is None) == (digest is None):
@@ -154,6 +166,8 @@ def validate_settings(changes: Mapping[str, object]) -> dict[str, object]:
             if not isinstance(models, list | tuple) or not all(isinstance(m, str) for m in models):
                 raise InvalidKeySettings("allowed_models must be a list of strings")
             out[name] = tuple(models)
+        elif name == "endpoints":
+            out[name] = _endpoints(value)
         elif name == "cache_namespace":
             out[name] = _opt_str(value, name)
         elif name == "enabled":
@@ -163,3 +177,35 @@ def validate_settings(changes: Mapping[str, object]) -> dict[str, object]:
         else:
             out[name] = _opt_int(value, name)
     return out
+
+
+def _endpoints(value: object) -> tuple[str, ...] | None:
+    """A key's endpoint list: null (every paid endpoint) or names, trimmed, lower-cased, deduplicated."""
+    if value is None:
+        return None
+    names = [value] if isinstance(value, str) else value
+    error = InvalidKeySettings(f"endpoints must be null or a list of at most {MAX_ENDPOINTS} endpoint names")
+    if not isinstance(names, list | tuple) or len(names) > MAX_ENDPOINTS:
+        raise error
+    out: list[str] = []
+    for name in names:
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_ENDPOINT_CHARS:
+            raise error
+        clean = name.strip().lower()
+        if clean not in out:
+            out.append(clean)
+    return tuple(out)
+
+
+def check_endpoints(endpoints: tuple[str, ...] | None, known: Collection[str]) -> None:
+    """Refuse a name that is not a registered paid endpoint, listing the ones that are.
+
+    The list of valid names belongs to the running app (``proxy.app.ENDPOINTS``), so the admin API
+    and the config loader check against it; the key store only checks the shape.
+    """
+    unknown = [name for name in endpoints or () if name not in known]
+    if unknown:
+        raise InvalidKeySettings(
+            f"unknown endpoint(s) {', '.join(repr(n) for n in unknown)}; "
+            f"valid endpoints: {', '.join(sorted(known))}"
+        )

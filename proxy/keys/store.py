@@ -56,6 +56,7 @@ class KeyStore(Protocol):
         allowed_models: Iterable[str] = (),
         cache_namespace: str | None = None,
         rpm: int | None = None,
+        endpoints: Iterable[str] | None = None,
     ) -> tuple[ManagedKey, str]:
         """Issue a key; the plaintext secret is returned here once and never again."""
         ...
@@ -122,6 +123,7 @@ class KeyStoreBase:
         allowed_models: Iterable[str] = (),
         cache_namespace: str | None = None,
         rpm: int | None = None,
+        endpoints: Iterable[str] | None = None,
     ) -> tuple[ManagedKey, str]:
         """Issue a key; the plaintext secret is returned here once and never again."""
         settings = validate_settings(
@@ -132,6 +134,7 @@ class KeyStoreBase:
                 "allowed_models": tuple(allowed_models),
                 "cache_namespace": cache_namespace,
                 "rpm": rpm,
+                "endpoints": None if endpoints is None else tuple(endpoints),
             }
         )
         secret = generate_secret()
@@ -201,6 +204,7 @@ class KeyStoreBase:
                 spec.rpm,
                 spec.enabled,
                 self._now() if found is None else found[0].created_at,
+                endpoints=spec.endpoints,
             )
             await self._save(key, spec.secret_sha256, None if found is None else found[1])
 

@@ -89,19 +89,31 @@ class Accountant:
             return 0
         return cost
 
-    def spent(self, model: str, key_alias: str | None, usage: Usage) -> int:
-        """Record an upstream call; returns its cost in micro-USD."""
+    def spent(self, model: str, key_alias: str | None, usage: Usage, *, endpoint: str) -> int:
+        """Record an upstream call of ``endpoint`` (its name); returns its cost in micro-USD."""
         cost = self.cost(model, usage)
         self.metrics.record_usage(
-            model, key_alias, usage.prompt_tokens, usage.completion_tokens, cost, usage.images
+            model,
+            key_alias,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            cost,
+            usage.images,
+            endpoint=endpoint,
         )
         return cost
 
-    def saved(self, model: str, key_alias: str | None, usage: Usage) -> int:
-        """Record a cache hit: what it would have cost upstream."""
+    def saved(self, model: str, key_alias: str | None, usage: Usage, *, endpoint: str) -> int:
+        """Record a cache hit of ``endpoint``: what it would have cost upstream."""
         cost = self.cost(model, usage)
         self.metrics.record_saved(
-            model, key_alias, usage.prompt_tokens, usage.completion_tokens, cost, usage.images
+            model,
+            key_alias,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            cost,
+            usage.images,
+            endpoint=endpoint,
         )
         return cost
 

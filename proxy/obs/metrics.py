@@ -1,14 +1,16 @@
 """Every Prometheus metric of the proxy, on a registry the caller passes in.
 
 Names are a contract with the Grafana dashboards: change them only together.
-Labels are bounded here (model, key alias, cache result, status class) so a misbehaving
-client can neither blow up the TSDB nor leak a secret into a label.
+Labels are bounded here (model, key alias, cache result, status class, endpoint) so a
+misbehaving client can neither blow up the TSDB nor leak a secret into a label. ``endpoint`` is
+one of the names the app registered (``Endpoint.name``, "models") or ``other``: the series names
+stayed as they were, so every ``sum`` over them still adds all endpoints up.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -91,8 +93,11 @@ class ProxyMetrics:
         max_model_labels: int = 64,
         max_key_labels: int = 256,
         priced: Callable[[str], bool] = lambda _name: False,
+        endpoints: Collection[str] = (),
     ) -> None:
         self._models = _BoundedLabels(max_model_labels)
+        # The endpoint names the app serves (fixed at start): the only values of `endpoint`.
+        self._endpoints = frozenset(endpoints)
         self._keys = _BoundedLabels(max_key_labels)
         # Whether the live price table names a model (the app sets ``Accountant.priced``).
         self.priced = priced
@@ -109,23 +114,27 @@ class ProxyMetrics:
             return Gauge(f"llm_proxy_{name}", doc, labels, registry=registry, multiprocess_mode="mostrecent")
 
         self.requests = counter(
-            "requests_total", "Client requests.", "route", "model", "status_class", "cache"
+            "requests_total", "Client requests.", "route", "model", "status_class", "cache", "endpoint"
         )
-        self.cache_results = counter("cache_results_total", "Cache lookups.", "model", "result")
-        self.prompt_tokens = counter("prompt_tokens_total", "Prompt tokens billed.", "model", "key")
+        self.cache_results = counter("cache_results_total", "Cache lookups.", "model", "result", "endpoint")
+        self.prompt_tokens = counter(
+            "prompt_tokens_total", "Prompt tokens billed.", "model", "key", "endpoint"
+        )
         self.completion_tokens = counter(
-            "completion_tokens_total", "Completion tokens billed.", "model", "key"
+            "completion_tokens_total", "Completion tokens billed.", "model", "key", "endpoint"
         )
         self.images_generated = counter("images_generated_total", "Images generated upstream.", "model")
         self.images_served_from_cache = counter(
             "images_served_from_cache_total", "Images served from the cache.", "model"
         )
-        self.cost_usd = counter("cost_usd_total", "USD spent upstream (list prices).", "model", "key")
+        self.cost_usd = counter(
+            "cost_usd_total", "USD spent upstream (list prices).", "model", "key", "endpoint"
+        )
         self.cost_saved_usd = counter(
-            "cost_saved_usd_total", "USD not spent thanks to the cache.", "model", "key"
+            "cost_saved_usd_total", "USD not spent thanks to the cache.", "model", "key", "endpoint"
         )
         self.tokens_saved = counter(
-            "tokens_saved_total", "Prompt + completion tokens served from cache.", "model", "key"
+            "tokens_saved_total", "Prompt + completion tokens served from cache.", "model", "key", "endpoint"
         )
         self.bytes_served = counter("bytes_served_total", "Response bytes sent.", "cache")
         self.request_duration = histogram(
@@ -190,6 +199,10 @@ class ProxyMetrics:
             return self._keys(f"hash:{digest}")
         return self._keys(_sanitize(alias))
 
+    def endpoint_label(self, name: str) -> str:
+        """An endpoint the app registered keeps its name; anything else is ``other``."""
+        return name if name in self._endpoints else OTHER
+
     @staticmethod
     def status_class(status: int) -> str:
         """HTTP status as "2xx", "4xx", ...; anything outside 100..599 is "other"."""
@@ -209,19 +222,23 @@ class ProxyMetrics:
         cache: str,
         duration_s: float,
         bytes_served: int = 0,
+        *,
+        endpoint: str = OTHER,
     ) -> None:
         """Count one finished client request with its latency and body size."""
         cache_l = self.cache_label(cache)
-        self.requests.labels(route, self.model_label(model), self.status_class(status), cache_l).inc()
+        self.requests.labels(
+            route, self.model_label(model), self.status_class(status), cache_l, self.endpoint_label(endpoint)
+        ).inc()
         self.request_duration.labels(route, cache_l).observe(max(duration_s, 0.0))
         if bytes_served > 0:
             self.bytes_served.labels(cache_l).inc(bytes_served)
 
-    def record_cache_result(self, model: str, result: str) -> None:
+    def record_cache_result(self, model: str, result: str, *, endpoint: str) -> None:
         """Count one cache lookup outcome (coalesced ones also in the coalesced counter)."""
         result_l = self.cache_label(result)
         model_l = self.model_label(model)
-        self.cache_results.labels(model_l, result_l).inc()
+        self.cache_results.labels(model_l, result_l, self.endpoint_label(endpoint)).inc()
         if result_l == "coalesced":
             self.coalesced_requests.labels(model_l).inc()
 
@@ -233,13 +250,19 @@ class ProxyMetrics:
         completion_tokens: int,
         cost_micro_usd: int,
         images: int,
+        *,
+        endpoint: str,
     ) -> None:
         """Account what an upstream call consumed; ``key`` is the alias, never the secret."""
-        model_l, key_l = self.model_label(model), self.key_label(key)
-        self.prompt_tokens.labels(model_l, key_l).inc(max(prompt_tokens, 0))
-        self.completion_tokens.labels(model_l, key_l).inc(max(completion_tokens, 0))
+        model_l, key_l, endpoint_l = (
+            self.model_label(model),
+            self.key_label(key),
+            self.endpoint_label(endpoint),
+        )
+        self.prompt_tokens.labels(model_l, key_l, endpoint_l).inc(max(prompt_tokens, 0))
+        self.completion_tokens.labels(model_l, key_l, endpoint_l).inc(max(completion_tokens, 0))
         usd = micro_to_usd(max(cost_micro_usd, 0))
-        self.cost_usd.labels(model_l, key_l).inc(usd)
+        self.cost_usd.labels(model_l, key_l, endpoint_l).inc(usd)
         self.key_spend_usd.labels(key_l).inc(usd)
         self.images_generated.labels(model_l).inc(max(images, 0))
 
@@ -251,12 +274,18 @@ class ProxyMetrics:
         completion_tokens: int,
         cost_micro_usd: int,
         images: int,
+        *,
+        endpoint: str,
     ) -> None:
         """Account what a cache hit would have cost had it gone upstream."""
-        model_l, key_l = self.model_label(model), self.key_label(key)
+        model_l, key_l, endpoint_l = (
+            self.model_label(model),
+            self.key_label(key),
+            self.endpoint_label(endpoint),
+        )
         saved_tokens = max(prompt_tokens, 0) + max(completion_tokens, 0)
-        self.tokens_saved.labels(model_l, key_l).inc(saved_tokens)
-        self.cost_saved_usd.labels(model_l, key_l).inc(micro_to_usd(max(cost_micro_usd, 0)))
+        self.tokens_saved.labels(model_l, key_l, endpoint_l).inc(saved_tokens)
+        self.cost_saved_usd.labels(model_l, key_l, endpoint_l).inc(micro_to_usd(max(cost_micro_usd, 0)))
         self.images_served_from_cache.labels(model_l).inc(max(images, 0))
 
     def set_key_budget(self, key: str | None, budget_micro_usd: int, remaining_micro_usd: int) -> None:

@@ -136,7 +136,7 @@ class Batches:
         await self.saved(batch, {})
         request[REQUEST_CACHE] = result
         services.metrics.accept_model(call.model)  # only an upstream 2xx is ever stored
-        services.metrics.record_cache_result(call.model, result)
+        services.metrics.record_cache_result(call.model, result, endpoint=call.endpoint.name)
         headers = batch.headers(result)
         now = time.time()
         headers["Age"] = str(max(batch.entry(unique).age(now) for unique in range(len(batch.found))))
@@ -152,6 +152,6 @@ class Batches:
         if tokens is None:
             return
         call, usage = batch.call, Usage(prompt_tokens=tokens)
-        saved = self.services.accountant.saved(call.model, call.alias, usage)
+        saved = self.services.accountant.saved(call.model, call.alias, usage, endpoint=call.endpoint.name)
         if call.managed is not None:
             await self.services.budgets.on_hit(call.managed, call.model, usage, saved)

@@ -66,7 +66,7 @@ class BatchMisses:
             admitted = await services.budgets.reserve(call.managed, call.model, endpoint.demand(sub))
             reservation = admitted.reservation
         request[REQUEST_CACHE] = result
-        services.metrics.record_cache_result(call.model, result)
+        services.metrics.record_cache_result(call.model, result, endpoint=call.endpoint.name)
         headers = batch.headers(result)
         try:
             writer, passed_on, outcome = await self._call(batch, sub, headers, verbatim=verbatim)
@@ -188,6 +188,8 @@ class BatchMisses:
     def shared_error(self, batch: Batch, status: int, body: bytes) -> web.StreamResponse:
         """The error the flight we joined ended with (every identical request gets it)."""
         batch.request[REQUEST_CACHE] = "coalesced"
-        self.services.metrics.record_cache_result(batch.call.model, "coalesced")
+        self.services.metrics.record_cache_result(
+            batch.call.model, "coalesced", endpoint=batch.call.endpoint.name
+        )
         headers = batch.headers("COALESCED")
         return web.Response(status=status, body=body, content_type="application/json", headers=headers)

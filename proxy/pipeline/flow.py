@@ -17,13 +17,14 @@ from aiohttp import hdrs, web
 from proxy.cache.controls import CacheControls
 from proxy.cache.keys import cache_hash, managed_namespace, passthrough_namespace
 from proxy.endpoints.base import BatchEndpoint
-from proxy.errors import too_large
+from proxy.errors import endpoint_not_allowed, too_large
 from proxy.flight.results import RETRY, FlightResult, Leadership
 from proxy.keys.auth import bearer_of, key_alias
+from proxy.keys.routes import allowed_for
 from proxy.obs.usage import Usage
 from proxy.pipeline.batch import Batches
 from proxy.pipeline.miss import Misses
-from proxy.state import PIPELINE, REQUEST_CACHE, REQUEST_MODEL
+from proxy.state import PAID_ENDPOINTS, PIPELINE, REQUEST_CACHE, REQUEST_ENDPOINT, REQUEST_MODEL
 from proxy.storage.base import StoreUnavailable
 from proxy.upstream.relay import ClientWriter
 
@@ -94,11 +95,13 @@ def route(endpoint: Endpoint) -> Handler:
         batch = endpoint
 
         async def handle_batch(request: web.Request) -> web.StreamResponse:
+            request[REQUEST_ENDPOINT] = batch.name
             return await request.app[PIPELINE].serve_batch(request, batch)
 
         return handle_batch
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        request[REQUEST_ENDPOINT] = endpoint.name
         return await request.app[PIPELINE].serve(request, endpoint)
 
     return handle
@@ -146,6 +149,10 @@ class Pipeline:
         scope = services.settings.cache_scope
         bearer = bearer_of(request.headers)
         managed = await services.auth.resolve(bearer)
+        if managed is not None and not managed.allows_endpoint(endpoint.name):
+            # Before the body is read: nothing parsed, reserved or forwarded for a refused call.
+            allowed = allowed_for(managed, request.app[PAID_ENDPOINTS])
+            raise endpoint_not_allowed(f"{endpoint.name} ({endpoint.method} {endpoint.route})", allowed)
         raw = await read_body(request, services.settings.max_body_bytes)
         # The whole header: a multipart body's boundary is one of its parameters (RFC 7578 §4.1).
         parsed = endpoint.parse(raw, request.headers.get(hdrs.CONTENT_TYPE, ""))
@@ -243,12 +250,12 @@ class Pipeline:
             image_prompt_tokens=meta.image_prompt_tokens,
             image_model=meta.image_model,
         )
-        saved = services.accountant.saved(call.model, call.alias, usage)
+        saved = services.accountant.saved(call.model, call.alias, usage, endpoint=call.endpoint.name)
         if call.managed is not None:
             await services.budgets.on_hit(call.managed, call.model, usage, saved)
         request[REQUEST_CACHE] = result
         services.metrics.accept_model(call.model)  # only an upstream 2xx is ever stored
-        services.metrics.record_cache_result(call.model, result)
+        services.metrics.record_cache_result(call.model, result, endpoint=call.endpoint.name)
         headers = {"X-Cache": result, "Age": str(entry.age(time.time())), "X-Cache-Key": call.digest}
         if not call.parsed.stream:
             return web.Response(body=entry.json_body(), content_type="application/json", headers=headers)
@@ -275,7 +282,7 @@ class Pipeline:
         if result.entry is not None:
             return await self.serve_hit(request, call, result.entry, "HIT" if result.late else "COALESCED")
         request[REQUEST_CACHE] = "coalesced"
-        self.services.metrics.record_cache_result(call.model, "coalesced")
+        self.services.metrics.record_cache_result(call.model, "coalesced", endpoint=call.endpoint.name)
         return web.Response(
             status=result.status,
             body=result.body,

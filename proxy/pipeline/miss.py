@@ -57,7 +57,7 @@ class Misses:
             admitted = await services.budgets.reserve(call.managed, call.model, endpoint.demand(parsed))
             reservation, bound = admitted.reservation, admitted.bound
         request[REQUEST_CACHE] = result
-        services.metrics.record_cache_result(call.model, result)
+        services.metrics.record_cache_result(call.model, result, endpoint=call.endpoint.name)
         authorization = request.headers.get("Authorization")
         if call.managed is not None:
             authorization = services.auth.upstream_authorization()
@@ -151,5 +151,5 @@ class Misses:
         if outcome.error_kind:
             metrics.record_upstream_error(outcome.error_kind)
         if outcome.usage is not None or usage.from_answer:
-            return self.services.accountant.spent(call.model, call.alias, usage)
+            return self.services.accountant.spent(call.model, call.alias, usage, endpoint=call.endpoint.name)
         return None

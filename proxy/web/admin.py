@@ -22,9 +22,10 @@ from proxy.config import Secret
 from proxy.errors import ProxyError, bad_request
 from proxy.keys.auth import bearer_matches
 from proxy.keys.periods import parse_period
+from proxy.keys.settings import check_endpoints, validate_settings
 from proxy.keys.store import InvalidKeySettings, ManagedKey, usd_to_micro
 from proxy.obs.pricing import micro_to_usd
-from proxy.state import AUTH, BUDGETS, CACHE, KEYSTORE, SETTINGS
+from proxy.state import AUTH, BUDGETS, CACHE, KEYSTORE, PAID_ENDPOINTS, SETTINGS
 from proxy.storage.base import StoreUnavailable, guarded
 
 if TYPE_CHECKING:  # the budget guard is the app's; its types are only named here
@@ -80,6 +81,8 @@ def key_json(key: ManagedKey, scope: str = "key") -> dict[str, Any]:
         "budget_usd": _usd(key.budget_micro),
         "period": key.period,
         "allowed_models": list(key.allowed_models),
+        # null: every paid endpoint (also what a key created before the field existed allows).
+        "endpoints": None if key.endpoints is None else list(key.endpoints),
         "cache_namespace": key.cache_namespace,
         "effective_cache_namespace": managed_namespace(key, "shared" if scope == "shared" else "key", None),
         "rpm": key.rpm,
@@ -139,8 +142,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _settings_from(body: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
-    """API field names to key-store ones; USD amounts become exact micro-USD."""
+def _settings_from(request: web.Request, body: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+    """API field names to key-store ones; USD amounts become exact micro-USD; endpoint names are
+    checked against the endpoints this proxy serves (400 listing the valid ones)."""
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise bad_request(f"Unknown field(s): {', '.join(unknown)}.", param=unknown[0])
@@ -151,12 +155,22 @@ def _settings_from(body: Mapping[str, Any], allowed: frozenset[str]) -> dict[str
                 out[_USD_FIELDS[name]] = None if value is None else usd_to_micro(value)
             except InvalidKeySettings as exc:
                 raise bad_request(str(exc), param=name) from None
+        elif name == "endpoints":
+            try:
+                names = validate_settings({name: value})[name]
+                known = request.config_dict[PAID_ENDPOINTS]
+                check_endpoints(names, known)  # type: ignore[arg-type]  # validate_settings made it a tuple or None
+            except InvalidKeySettings as exc:
+                raise bad_request(str(exc), param=name) from None
+            out[name] = names
         else:
             out[name] = value
     return out
 
 
-_CREATE_FIELDS = frozenset({"alias", "budget_usd", "period", "allowed_models", "cache_namespace", "rpm"})
+_CREATE_FIELDS = frozenset(
+    {"alias", "budget_usd", "period", "allowed_models", "cache_namespace", "rpm", "endpoints"}
+)
 _UPDATE_FIELDS = _CREATE_FIELDS | {"enabled"}
 
 
@@ -176,7 +190,7 @@ async def _detail(request: web.Request, key: ManagedKey) -> dict[str, Any]:
 
 async def create_key(request: web.Request) -> web.Response:
     """``POST /admin/keys``: issue a key; the response is the only place its secret ever appears."""
-    settings = _settings_from(await _body(request), _CREATE_FIELDS)
+    settings = _settings_from(request, await _body(request), _CREATE_FIELDS)
     alias = settings.pop("alias", None)
     if not isinstance(alias, str) or not alias.strip():
         raise bad_request("'alias' is required.", param="alias")
@@ -203,9 +217,10 @@ async def get_key(request: web.Request) -> web.Response:
 
 
 async def update_key(request: web.Request) -> web.Response:
-    """``PATCH /admin/keys/{id}``: change budget, models, enabled, alias, period, namespace, rpm."""
+    """``PATCH /admin/keys/{id}``: change budget, models, endpoints, enabled, alias, period,
+    namespace, rpm."""
     key = await _key_or_404(request)
-    changes = _settings_from(await _body(request), _UPDATE_FIELDS)
+    changes = _settings_from(request, await _body(request), _UPDATE_FIELDS)
     try:
         updated = await request.config_dict[KEYSTORE].update(key.id, **changes)
     except InvalidKeySettings as exc:

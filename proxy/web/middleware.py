@@ -20,7 +20,8 @@ from aiohttp.typedefs import Handler, Middleware
 
 from proxy.errors import ProxyError, error_body, invalid_header, unsupported_encoding
 from proxy.obs.logs import clip
-from proxy.state import METRICS, REQUEST_CACHE, REQUEST_MODEL, TARGET
+from proxy.obs.metrics import OTHER as OTHER_ENDPOINT
+from proxy.state import METRICS, REQUEST_CACHE, REQUEST_ENDPOINT, REQUEST_MODEL, TARGET
 from proxy.web.paths import parse_target
 from proxy.web.server import close_after_response
 
@@ -55,6 +56,7 @@ def timing_middleware(routes: frozenset[str]) -> Middleware:
                 request.get(REQUEST_CACHE, "none"),
                 time.perf_counter() - started,
                 sent,
+                endpoint=request.get(REQUEST_ENDPOINT, OTHER_ENDPOINT),
             )
 
     return timing

@@ -16,11 +16,11 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from proxy.errors import ProxyError, too_large, upstream_failure
+from proxy.errors import endpoint_not_allowed, too_large, upstream_failure
 from proxy.keys.auth import bearer_of
-from proxy.keys.routes import managed_route
+from proxy.keys.routes import allowed_for, managed_route
 from proxy.obs.logs import clip
-from proxy.state import AUTH, METRICS, SESSION, SETTINGS, TARGET
+from proxy.state import AUTH, METRICS, PAID_ENDPOINTS, SESSION, SETTINGS, TARGET
 from proxy.upstream.session import forward_headers, response_headers
 from proxy.web.server import close_after_response
 
@@ -87,16 +87,6 @@ async def passthrough(request: web.Request, authorization: str | None) -> web.St
         return response
 
 
-def endpoint_not_allowed(path: str) -> ProxyError:
-    """403: a managed key may only reach routes the proxy meters (or that cost nothing)."""
-    return ProxyError(
-        403,
-        f"Managed keys cannot call {clip(path)} through this proxy; only chat completions and models.",
-        type="invalid_request_error",
-        code="endpoint_not_allowed",
-    )
-
-
 async def managed_passthrough(request: web.Request) -> web.StreamResponse:
     """Other ``/v1/*`` routes: pass-through callers as before; managed keys only on allowed routes."""
     auth = request.app[AUTH]
@@ -105,5 +95,7 @@ async def managed_passthrough(request: web.Request) -> web.StreamResponse:
         return await passthrough(request, request.headers.get("Authorization"))
     path = request[TARGET].path
     if managed_route(request.method, path) is None:
-        raise endpoint_not_allowed(path)
+        # Only routes the proxy meters (its paid endpoints) or that cost nothing (the model list).
+        what = f"{clip(request.method, 16)} {clip(path)}"
+        raise endpoint_not_allowed(what, allowed_for(key, request.app[PAID_ENDPOINTS]))
     return await passthrough(request, auth.upstream_authorization())
