@@ -8,6 +8,7 @@ from typing import Any
 from proxy.obs.logs import clip
 from proxy.obs.metrics import ProxyMetrics
 from proxy.obs.pricing import PriceTable
+from proxy.obs.stats import TrafficStats
 from proxy.obs.usage import Usage
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ class Accountant:
         self._costs: dict[tuple[str, Usage], int | None] = {}
         self._named: dict[str, bool] = {}
         self.prices = prices
+        # The console's overview (``obs.stats``), plugged in by the app when the console is on.
+        self.stats: TrafficStats | None = None
 
     @property
     def prices(self) -> PriceTable:
@@ -62,9 +65,16 @@ class Accountant:
 
     def cost(self, model: str, usage: Usage) -> int:
         """Micro-USD for ``usage`` on ``model``; 0 (counted and logged once) for an unpriced model."""
+        cost = self._price(model, usage)
+        if cost is None:
+            self.unpriced(model, "its cost is counted as 0")
+            return 0
+        return cost
+
+    def _price(self, model: str, usage: Usage) -> int | None:
         key = (model, usage)
         try:
-            cost = self._costs[key]
+            return self._costs[key]
         except KeyError:
             cost = self._prices.cost_micro_usd(
                 model,
@@ -76,10 +86,7 @@ class Accountant:
                 images_in_tokens=usage.images_in_tokens,
             )
             _remember(self._costs, key, cost)
-        if cost is None:
-            self.unpriced(model, "its cost is counted as 0")
-            return 0
-        return cost
+            return cost
 
     def spent(self, model: str, key_alias: str | None, usage: Usage) -> int:
         """Record an upstream call; returns its cost in micro-USD."""
@@ -87,6 +94,8 @@ class Accountant:
         self.metrics.record_usage(
             model, key_alias, usage.prompt_tokens, usage.completion_tokens, cost, usage.images
         )
+        if self.stats is not None:
+            self.stats.spent(self.metrics.model_label(model), self.metrics.key_label(key_alias), cost)
         return cost
 
     def saved(self, model: str, key_alias: str | None, usage: Usage) -> int:
@@ -95,7 +104,14 @@ class Accountant:
         self.metrics.record_saved(
             model, key_alias, usage.prompt_tokens, usage.completion_tokens, cost, usage.images
         )
+        if self.stats is not None:
+            self.stats.saved(self.metrics.model_label(model), self.metrics.key_label(key_alias), cost)
         return cost
+
+    def entry_cost(self, model: str, usage: Usage) -> int:
+        """What an upstream call with ``usage`` costs (micro-USD), recorded nowhere: the console's
+        price of a cached entry (0 unpriced: the call itself was counted as such)."""
+        return self._price(model, usage) or 0
 
 
 def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
