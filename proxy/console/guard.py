@@ -6,7 +6,7 @@ in OpenAI's error shape like every other error of the proxy). A request that cha
 
 - the session's CSRF token in ``X-CSRF-Token``, compared in constant time, and
 - a same-origin browser: ``Origin`` equal to this server's own origin, or, when a browser sends
-  no ``Origin``, ``Sec-Fetch-Site: same-origin``; a request with neither is refused.
+  none (or ``null``: a privacy setting), ``Sec-Fetch-Site: same-origin``; neither: refused.
 
 The own origin is ``{scheme}://{Host}`` where the scheme is ``https`` when the connection is TLS
 (``request.secure``) or a front proxy says so (``X-Forwarded-Proto: https``). Trusting that header
@@ -53,7 +53,7 @@ def own_origin(request: web.Request) -> str:
 def same_origin(request: web.Request) -> bool:
     """The browser says this request comes from one of our own pages."""
     origin = request.headers.get(hdrs.ORIGIN)
-    if origin is not None:
+    if origin is not None and origin != "null":
         return hmac.compare_digest(origin.encode(), own_origin(request).encode())
     return request.headers.get("Sec-Fetch-Site") == "same-origin"
 
@@ -102,6 +102,7 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     headers.setdefault("Content-Security-Policy", CSP)
     headers["X-Content-Type-Options"] = "nosniff"
     headers["X-Frame-Options"] = "DENY"
-    headers["Referrer-Policy"] = "no-referrer"
+    # same-origin, not no-referrer: with no-referrer chromium sends "Origin: null" on form posts.
+    headers["Referrer-Policy"] = "same-origin"
     headers["Cache-Control"] = "no-store"
     headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")

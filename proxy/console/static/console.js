@@ -39,7 +39,10 @@ async function api(method, path, body) {
 
 function usd(value) {
   if (value === null || value === undefined) return "-";
-  return "$" + Number(value).toFixed(value !== 0 && Math.abs(value) < 0.01 ? 4 : 2);
+  // Micro-USD exact (spend is kept in micro-USD): "$4.999973", "$5.00", "$0.000027".
+  const text = String(Number(Number(value).toFixed(6)));
+  const [whole, fraction = ""] = text.split(".");
+  return "$" + whole + "." + fraction.padEnd(2, "0");
 }
 
 function age(seconds) {
