@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 EXCERPT_CHARS = 200  # of the prompt, as the console shows it
 DEFAULT_CAP = 50_000  # rows kept (the oldest go first)
 MAX_PAGE = 100
+_BATCH = 500  # rows per Redis pipeline
 # Entry ids are "{namespace}:{digest}": namespaces are [A-Za-z0-9_-] words joined by one "."
 # (``cache.keys.safe_namespace``), digests 64 hex digits.
 ENTRY_ID = re.compile(r"[A-Za-z0-9_-]{1,200}(?:\.[A-Za-z0-9_-]{1,200})?:[0-9a-f]{64}")
@@ -193,8 +194,11 @@ class RedisRows:
         self.cap = cap
 
     async def add(self, rows: Sequence[ImageRow], now: float) -> None:
-        if not rows:
-            return
+        # Batches, each bounded by the op timeout: a backlog (the store was away) is many rows.
+        for start in range(0, len(rows), _BATCH):
+            await self._add(rows[start : start + _BATCH], now)
+
+    async def _add(self, rows: Sequence[ImageRow], now: float) -> None:
         async with guarded("index add", self.timeout), self.client.pipeline(transaction=False) as pipe:
             for row in rows:
                 ttl = max(1, int(row.expires - now))
