@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from proxy.config import Secret
+from proxy.console.thumbs import make_thumbnail
 from tests.console_helpers import ConsoleClient
 from tests.e2e_helpers import async_client, user
 from tests.fake_upstream import FakeUpstream
@@ -279,3 +280,76 @@ async def test_overview_counts_requests_hits_spend_and_savings(
         assert models[GPT_IMAGE]["hits"] == 1
         assert models["gpt-4o-mini"]["requests"] == 1
         assert window["top_keys"][0]["requests"] == 3
+
+
+async def test_bad_console_input_gets_openai_errors(fake_upstream: FakeUpstream, key_prefix: str) -> None:
+    """A purge id that is not an entry id, offsets and sizes out of range, a sha256 that is not hex,
+    and a login form over 4 KB are refused, naming the parameter; nothing is deleted."""
+    async with managed_proxy(fake_upstream, None, key_prefix) as proxy, ConsoleClient(proxy) as console:
+        await console.login()
+        purges = [
+            await console.call("POST", "/ui/api/images/purge", body)
+            for body in ({"id": "ns:zz"}, {"id": "a:b:" + "0" * 64}, {"id": 5}, [], {})
+        ]
+        pages = [
+            await console.call("GET", f"/ui/api/images?{query}")
+            for query in ("offset=-1", "limit=0", "limit=101", "offset=1e3")
+        ]
+        not_hex = await console.call("GET", "/ui/api/blobs/" + "Z" * 64 + "?size=10")
+        zero = await console.call("GET", "/ui/api/thumbs/" + "0" * 64 + "?size=0")
+        async with console.session.post(
+            f"{proxy.base}/ui/login", data={"token": "x" * 5000}, headers={"Origin": proxy.base}
+        ) as big:
+            await big.read()
+    for status, body, _ in purges:
+        assert status == 400
+        assert body["error"]["param"] == "id"
+    assert [(s, b["error"]["param"]) for s, b, _ in pages] == [
+        (400, "offset"),
+        (400, "limit"),
+        (400, "limit"),
+        (400, "offset"),
+    ]
+    assert not_hex[0] == 404
+    assert not_hex[1]["error"]["code"] == "image_not_found"
+    assert zero[0] == 400
+    assert zero[1]["error"]["param"] == "size"
+    assert big.status == 413
+
+
+def test_unreadable_or_huge_images_get_no_thumbnail() -> None:
+    """Bytes Pillow cannot read, and a PNG over 40 Mpx (a decompression bomb), make no thumbnail;
+    a real PNG makes a WebP of at most 256 px and 64 KB."""
+    huge = io.BytesIO()
+    Image.new("L", (7000, 7000)).save(huge, "PNG")
+    normal = io.BytesIO()
+    Image.new("RGB", (1024, 768), (200, 30, 30)).save(normal, "PNG")
+    thumb = make_thumbnail(normal.getvalue())
+    assert make_thumbnail(b"<svg onload=alert(1)>") is None
+    assert make_thumbnail(huge.getvalue()) is None
+    assert thumb is not None
+    assert len(thumb) <= 64 * 1024
+    with Image.open(io.BytesIO(thumb)) as image:
+        assert (image.format, image.size) == ("WEBP", (256, 192))
+
+
+async def test_two_replicas_add_up_in_the_overview_and_the_image_list(
+    fake_upstream: FakeUpstream, redis_url: str, key_prefix: str
+) -> None:
+    """Two proxies on one Redis: a miss on one and the hit on the other show as 2 requests, 1 hit
+    in either's overview, and the image one stored appears, with its hit, in the other's list."""
+    fake_upstream.state.image_bytes = SMALL_PNG
+    settings = proxy_settings(fake_upstream.url, redis_url, key_prefix, admin_token=Secret(ADMIN_TOKEN))
+    async with ProxyServer(settings) as first, ProxyServer(settings) as second:
+        async with async_client(first) as client:
+            await client.images.generate(model=GPT_IMAGE, prompt="a red fox")
+        async with async_client(second) as client:
+            hit = await client.images.with_raw_response.generate(model=GPT_IMAGE, prompt="a red fox")
+        await asyncio.sleep(2.5)  # one flush period of the console's background task
+        async with ConsoleClient(first) as console:
+            await console.login()
+            _, overview, _ = await console.call("GET", "/ui/api/overview")
+            _, listed, _ = await console.call("GET", "/ui/api/images")
+    assert hit.headers["X-Cache"] == "HIT"
+    assert (overview["hour"]["requests"], overview["hour"]["hits"]) == (2, 1)
+    assert [(row["model"], row["hits"]) for row in listed["data"]] == [(GPT_IMAGE, 1)]

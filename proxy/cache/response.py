@@ -255,8 +255,9 @@ class ResponseCache:
         self.writes.start(write())
 
     def served(self, entry: CachedEntry) -> None:
-        """An entry went to a client (a hit, a coalesced or late follower): the index counts it."""
-        if self.index is not None:
+        """An entry went to a client (a hit, a coalesced or late follower): the index counts it
+        (entries with image blobs only: the only ones it lists)."""
+        if self.index is not None and entry.meta.blobs:
             self.index.served(entry.key)
 
     async def purge_namespace(self, namespace: str) -> int:

@@ -25,7 +25,7 @@ from aiohttp.typedefs import Handler
 from proxy.console.sessions import Session
 from proxy.errors import ProxyError
 from proxy.state import CONSOLE_SESSIONS
-from proxy.storage.base import StoreUnavailable
+from proxy.storage.base import StoreUnavailable, guarded
 
 COOKIE = "lcp_console"
 SAFE_METHODS = frozenset({"GET", "HEAD"})
@@ -86,7 +86,8 @@ async def console_guard(request: web.Request, handler: Handler) -> web.StreamRes
                 if not hmac.compare_digest(sent.encode(), session.csrf.encode()):
                     raise forbidden("Missing or wrong CSRF token.", "csrf_failed")
             request[SESSION] = session
-        return await handler(request)
+        async with guarded("console", None):  # the key and budget stores answer unbounded here
+            return await handler(request)
     except StoreUnavailable as exc:
         raise ProxyError(
             503,
