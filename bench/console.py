@@ -28,6 +28,7 @@ from bench.sections import put_section
 from proxy.app import create_app
 from proxy.cache.index import ImageRow
 from proxy.config import Secret, Settings
+from proxy.sim.simulator import SimulatorState, start_simulator
 from proxy.state import IMAGE_INDEX, STORE
 
 TOKEN = "bench-console-admin-token-0123456789"
@@ -106,7 +107,61 @@ async def _measure(redis_url: str | None, count: int, samples: int) -> dict[str,
             await client.aclose()
 
 
-async def _run(redis_url: str, entries: int, samples: int) -> str:
+async def _hits(upstream: str, console: bool, count: int) -> float:
+    """Median seconds of ``count`` sequential hot image hits (200 KB PNG) on a fresh proxy."""
+    settings = Settings(
+        upstream_url=upstream,
+        upstream_prices=False,
+        admin_token=Secret(TOKEN) if console else None,
+        auth="passthrough",
+    )
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    port = _port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    body = {"model": "gemini-2.5-flash-image-preview", "messages": [{"role": "user", "content": "hit me"}]}
+    headers = {"Authorization": "Bearer sk-bench-console"}
+    try:
+        async with aiohttp.ClientSession() as session:
+            spent = []
+            for i in range(count + 1):
+                started = time.perf_counter()
+                async with session.post(
+                    f"http://127.0.0.1:{port}/v1/chat/completions", json=body, headers=headers
+                ) as response:
+                    await response.read()
+                    assert response.headers["X-Cache"] == ("MISS" if i == 0 else "HIT")
+                if i:
+                    spent.append(time.perf_counter() - started)
+        return statistics.median(spent)
+    finally:
+        await runner.cleanup()
+
+
+async def _hit_cost(pairs: int, count: int) -> str:
+    """Hot hits with the console on (index + stats counted per hit) vs off, alternated in pairs."""
+    state = SimulatorState()
+    state.image_bytes = 200_000
+    sim, upstream = await start_simulator(state)
+    try:
+        off, on = [], []
+        for _ in range(pairs):
+            off.append(await _hits(upstream, False, count))
+            on.append(await _hits(upstream, True, count))
+    finally:
+        await sim.cleanup()
+    best_off, best_on = min(off), min(on)
+    return "\n".join(
+        [
+            "",
+            f"Hot image hit (200 KB PNG, in-memory store, sequential, best median of {pairs} alternated"
+            f" runs of {count}): console off {best_off * 1000:.3f} ms, console on {best_on * 1000:.3f} ms,"
+            f" ratio {best_on / best_off:.3f} (the console adds two in-process counters per hit, no I/O).",
+        ]
+    )
+
+
+async def _run(redis_url: str, entries: int, samples: int, hit_pairs: int = 5) -> str:
     lines = [
         "## Console image list (`python -m bench console`)",
         "",
@@ -122,6 +177,8 @@ async def _run(redis_url: str, entries: int, samples: int) -> str:
         for page in ("first page", "last page"):
             ratio = large[page] / small[page]
             lines.append(f"| {store} | {page} | {small[page]:.2f} | {large[page]:.2f} | {ratio:.2f} |")
+    if hit_pairs:
+        lines.append(await _hit_cost(hit_pairs, 300))
     return "\n".join(lines) + "\n"
 
 

@@ -171,7 +171,7 @@ async def test_bench_console_times_the_image_list_at_both_sizes(redis_url: str) 
     and page, each with two timings and their ratio."""
     from bench.console import _run  # noqa: PLC0415 - the mode's module, as the CLI loads it
 
-    text = await _run(redis_url, 300, 3)
+    text = await _run(redis_url, 300, 3, hit_pairs=0)
     rows = [line for line in text.splitlines() if line.startswith(("| memory", "| redis"))]
     assert len(rows) == 4
     for row in rows:
