@@ -10,10 +10,13 @@ from contextlib import asynccontextmanager
 
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.cache.entry import BlobRef, CachedEntry, EntryMeta
 from proxy.cache.index import ImageIndex, MemoryRows, RedisRows, Rows, excerpt_of
 from proxy.cache.response import Origin
+from proxy.endpoints.fields import prompt_text
 from proxy.storage.base import ByteStore
 from proxy.storage.memory import MemoryStore
 from proxy.storage.redis import RedisStore
@@ -166,3 +169,44 @@ def test_prompt_excerpts_are_bounded_and_single_line() -> None:
     """At most 200 characters; newlines and control characters fold into single spaces."""
     assert excerpt_of("a\nb\t\x00c   d") == "a b c d"
     assert len(excerpt_of("x" * 10_000)) == 200
+
+
+@given(st.text(max_size=2000))
+def test_any_prompt_makes_a_bounded_single_line_excerpt(text: str) -> None:
+    """Whatever the prompt: at most 200 characters, all printable, no leading, trailing or double
+    spaces (what a gallery card can show as one text node)."""
+    excerpt = excerpt_of(text)
+    assert len(excerpt) <= 200
+    assert excerpt.isprintable()
+    assert excerpt == " ".join(excerpt.split())
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=50),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    max_leaves=30,
+)
+
+
+@given(st.dictionaries(st.sampled_from(["prompt", "messages", "input", "model"]), _JSON, max_size=4))
+def test_prompt_text_takes_any_request_body(body: dict[str, object]) -> None:
+    """Any JSON body (wrong types included) yields a string of at most 400 characters, never an error."""
+    text = prompt_text(body)
+    assert isinstance(text, str)
+    assert len(text) <= 400
+
+
+def test_prompt_text_reads_each_api_shape() -> None:
+    """Images: ``prompt``; chat: the last user message (string or text parts); Responses: ``input``."""
+    chat = {
+        "messages": [
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "reply"},
+            {"role": "user", "content": [{"type": "text", "text": "draw"}, {"type": "image_url"}]},
+        ]
+    }
+    assert prompt_text({"prompt": "a fox"}) == "a fox"
+    assert prompt_text(chat) == "draw"
+    assert prompt_text({"input": "a cat"}) == "a cat"
+    assert prompt_text({"input": [{"role": "user", "content": [{"type": "input_text", "text": "x"}]}]}) == "x"
+    assert prompt_text({"messages": [{"role": "system", "content": "only system"}]}) == ""

@@ -7,8 +7,6 @@ Without ``PROXY_ADMIN_TOKEN`` every ``/ui/*`` path answers 404.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import html
 from importlib import resources
 
@@ -19,6 +17,7 @@ from proxy.console import api
 from proxy.console.guard import COOKIE, console_guard, current_session, is_tls, security_headers
 from proxy.console.sessions import SESSION_S
 from proxy.errors import ProxyError
+from proxy.keys.auth import secret_matches
 from proxy.state import CONSOLE_SESSIONS, LOGIN_LIMITER, SETTINGS
 from proxy.web import admin
 
@@ -41,14 +40,6 @@ def _html(text: str, status: int = 200, headers: dict[str, str] | None = None) -
 def _login_page(request: web.Request, error: str = "", status: int = 200, **headers: str) -> web.Response:
     page = request.app[_PAGES]["login.html"].replace("{error}", html.escape(error))
     return _html(page, status, headers)
-
-
-def token_matches(given: str, token: Secret) -> bool:
-    """Constant time whatever the lengths (digests of both are compared)."""
-    return hmac.compare_digest(
-        hashlib.sha256(given.encode("utf-8", "surrogateescape")).digest(),
-        hashlib.sha256(token.value.encode()).digest(),
-    )
 
 
 async def index_page(request: web.Request) -> web.Response:
@@ -74,7 +65,7 @@ async def login(request: web.Request) -> web.Response:
     form = await request.post()
     token = request.config_dict[SETTINGS].admin_token
     given = form.get("token")
-    if token is None or not isinstance(given, str) or not token_matches(given, token):
+    if token is None or not isinstance(given, str) or not secret_matches(given, token):
         limiter.failed(address)
         return _login_page(request, "Wrong admin token.", 401)
     session_id, _ = await request.config_dict[CONSOLE_SESSIONS].open()

@@ -9,7 +9,6 @@ every session; without Redis they live in this process (one process: the in-memo
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
+from proxy.keys.settings import hash_secret
 from proxy.storage.base import guarded
 
 SESSION_S = 8 * 3600
@@ -33,7 +33,7 @@ class Session:
 
 
 def _digest(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode()).hexdigest()
+    return hash_secret(session_id)
 
 
 class SessionStore(Protocol):
