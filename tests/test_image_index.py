@@ -210,3 +210,23 @@ def test_prompt_text_reads_each_api_shape() -> None:
     assert prompt_text({"input": "a cat"}) == "a cat"
     assert prompt_text({"input": [{"role": "user", "content": [{"type": "input_text", "text": "x"}]}]}) == "x"
     assert prompt_text({"messages": [{"role": "system", "content": "only system"}]}) == ""
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_an_entry_purged_and_stored_again_before_a_flush_keeps_its_new_row(
+    redis_url: str, key_prefix: str, backend: str
+) -> None:
+    """Purge (next request a MISS) then store again within one flush period: the fresh row is
+    listed; stored then purged within one period: no row."""
+    async with index_on(backend, redis_url, key_prefix) as index:
+        key = await store_entry(index, 1)
+        await index.flush()
+        index.removed([key])
+        await store_entry(index, 1, prompt="stored again")
+        other = await store_entry(index, 2)
+        index.removed([other])
+        await index.store.delete([other])
+        await index.flush()
+        rows, total = await index.rows.page(0, 10)
+    assert [(row.id, row.excerpt) for row in rows] == [(f"ns:{_digest(1)}", "stored again")]
+    assert total == 1

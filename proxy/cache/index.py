@@ -131,7 +131,10 @@ class MemoryRows:
     async def add(self, rows: Sequence[ImageRow], now: float) -> None:
         for row in rows:
             self._rows[row.id] = row
-            bisect.insort(self._order, (row.created, row.id))
+            pair = (row.created, row.id)
+            at = bisect.bisect_left(self._order, pair)
+            if at == len(self._order) or self._order[at] != pair:  # a dropped row's pair may remain
+                self._order.insert(at, pair)
         if len(self._order) > self.cap * 2 or len(self._rows) > self.cap:
             self._compact()
 
@@ -295,11 +298,14 @@ class ImageIndex:
             return
         if len(self._new) >= self._pending_cap:
             return
+        row_id = entry.key[len(self.entry_prefix) :]
+        if self._gone:  # purged, then stored again before a flush: the new row stays
+            self._gone = [gone for gone in self._gone if gone != row_id]
         first = meta.blobs[0]
         model = origin.model if origin is not None and origin.model else meta.model
         self._new.append(
             ImageRow(
-                id=entry.key[len(self.entry_prefix) :],
+                id=row_id,
                 model=model[:256],
                 excerpt=excerpt_of(origin.prompt) if origin is not None else "",
                 created=meta.created,
@@ -313,13 +319,15 @@ class ImageIndex:
         )
 
     def served(self, key: str) -> None:
-        # The hit path: one dict update. Rows of entries without images are filtered at flush.
+        # The hit path: one dict update (the cache calls it for entries with image blobs only).
         if len(self._hits) < self._pending_cap or key in self._hits:
             self._hits[key] += 1
 
     def removed(self, keys: Iterable[str]) -> None:
         # Purged: their rows go at the next flush (a page would drop them anyway, entry gone).
-        self._gone.extend(key[len(self.entry_prefix) :] for key in keys if key.startswith(self.entry_prefix))
+        gone = {key[len(self.entry_prefix) :] for key in keys if key.startswith(self.entry_prefix)}
+        self._new = [row for row in self._new if row.id not in gone]  # stored, then purged: no row
+        self._gone.extend(gone)
         del self._gone[: max(0, len(self._gone) - self._pending_cap)]
 
     # Console side.
