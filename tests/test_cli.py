@@ -13,8 +13,9 @@ import pytest
 
 from proxy.cli.keys import main as keys_cli
 from proxy.cli.serve import WORKERS_WITHOUT_REDIS
+from tests.e2e_helpers import chat_body, chat_raw
 from tests.fake_upstream import FakeUpstream
-from tests.managed_helpers import ADMIN_TOKEN, managed_proxy
+from tests.managed_helpers import ADMIN_TOKEN, create_key, managed_proxy
 from tests.proxy_process import REPO, ProxyProcess
 
 pytestmark = pytest.mark.timeout(60)
@@ -107,3 +108,24 @@ async def test_keys_create_keeps_every_repeated_models_flag(
         code = await asyncio.to_thread(keys_cli, argv, env, out)
     assert code == 0, out.getvalue()
     assert json.loads(out.getvalue())["allowed_models"] == ["gpt-4o*", "gemini-*", "o3"]
+
+
+async def test_keys_purge_all_empties_every_tenants_cache(
+    fake_upstream: FakeUpstream, redis_url: str, key_prefix: str
+) -> None:
+    """`keys purge --all` sends `{"all": true}`: two keys' cached answers both become MISSes."""
+    async with managed_proxy(fake_upstream, redis_url, key_prefix) as proxy:
+        secrets = [(await create_key(proxy, budget_usd=1))[1] for _ in range(2)]
+        for expected in ("MISS", "HIT"):
+            for secret in secrets:
+                reply = await chat_raw(proxy, chat_body("purge me"), api_key=secret)
+                assert reply.headers["X-Cache"] == expected
+        env = {"PROXY_ADMIN_URL": proxy.base, "PROXY_ADMIN_TOKEN": ADMIN_TOKEN}
+        out = io.StringIO()
+        code = await asyncio.to_thread(keys_cli, ["purge", "--all"], env, out)
+        assert code == 0, out.getvalue()
+        assert json.loads(out.getvalue())["deleted"] >= 2
+        for secret in secrets:
+            reply = await chat_raw(proxy, chat_body("purge me"), api_key=secret)
+            assert reply.headers["X-Cache"] == "MISS"
+    assert fake_upstream.chat_calls == 4

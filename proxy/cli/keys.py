@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--namespace")
     target.add_argument("--key-id")
     target.add_argument("--key-hash")
+    # Everything has its own flag (the API's {"all": true}): never a namespace pattern like "*".
+    target.add_argument("--all", action="store_true", help="delete every cached answer of every tenant")
     return parser
 
 
@@ -83,6 +85,8 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]
     if action == "update":
         return "PATCH", f"/admin/keys/{args.key_id}", _settings(args)
     if action == "purge":
+        if args.all:
+            return "POST", "/admin/cache/purge", {"all": True}
         target = {"namespace": args.namespace, "key_id": args.key_id, "key_hash": args.key_hash}
         return "POST", "/admin/cache/purge", {k: v for k, v in target.items() if v}
     paths = {
