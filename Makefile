@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: run demo keys test lint bench bench-growth soak profile clean venv prometheus-bin
+.PHONY: run demo keys test lint bench bench-growth soak profile clean venv prometheus-bin chromium-bin screenshots
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,8 +56,32 @@ prometheus-bin:
 	echo "installing Debian's prometheus (for prometheus and promtool)"; \
 	apt-get update -qq && $(PROMETHEUS_INSTALL)
 
-test: lint prometheus-bin
+# The console's browser tests drive Debian's chromium with playwright (the test extra);
+# `playwright install` downloads browsers and cannot here. PROXY_TEST_CHROMIUM names another binary.
+CHROMIUM_INSTALL := apt-get install -y -qq --no-install-recommends chromium
+chromium-bin:
+	@browser="$${PROXY_TEST_CHROMIUM:-$$(command -v chromium)}"; \
+	if [ -x "$$browser" ]; then exit 0; fi; \
+	if [ -n "$${PROXY_TEST_CHROMIUM}" ]; then \
+		echo "PROXY_TEST_CHROMIUM='$$browser': not an executable file" >&2; \
+		exit 1; \
+	fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "make test needs chromium for the console's browser tests, and installing it needs root. Run:" >&2; \
+		echo "    sudo apt-get update && sudo $(CHROMIUM_INSTALL)" >&2; \
+		echo "or name a binary you have: PROXY_TEST_CHROMIUM=/path/chromium make test" >&2; \
+		exit 1; \
+	fi; \
+	echo "installing Debian's chromium (the console's browser tests)"; \
+	apt-get update -qq && $(CHROMIUM_INSTALL)
+
+test: lint prometheus-bin chromium-bin
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# docs/console-images.png (the README's picture of the console), taken by the browser test.
+screenshots: $(STAMP) chromium-bin
+	PROXY_SCREENSHOT_DIR=docs $(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/test_console_browser.py -k images_view
 
 # The matrix with its in-run ratios (< 10 min). The other modes each write their own section of
 # bench/RESULTS.md: cost growth (~10 min), a 10-minute soak, py-spy profiles of hit and miss.

@@ -1,8 +1,9 @@
 """``python -m bench``: run the benchmark matrix and write ``bench/RESULTS.md`` + raw JSON.
 
-``python -m bench growth|soak|profile ...`` run the other modes (``--help`` on each): cost growth
+``python -m bench growth|soak|profile|console ...`` run the other modes (``--help`` on each): cost growth
 with the number of cached entries, a long steady load with the proxy's RSS sampled, and py-spy
-profiles of the text-hit and miss paths. Each writes its own section of ``bench/RESULTS.md``.
+profiles of the text-hit and miss paths, and the console's image list with 10,000
+entries. Each writes its own section of ``bench/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -155,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.soak import main as soak_main  # noqa: PLC0415
 
         return soak_main(args[1:])
+    if args[:1] == ["console"]:
+        from bench.console import main as console_main  # noqa: PLC0415
+
+        return console_main(args[1:])
     if args[:1] == ["profile"]:
         from bench.profile import main as profile_main  # noqa: PLC0415
 

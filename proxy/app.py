@@ -20,6 +20,8 @@ from proxy.budget.wiring import managed_ctx, refuse_evicting_state_ctx
 from proxy.cache.hot import HotTier
 from proxy.cache.response import ResponseCache
 from proxy.config import Settings
+from proxy.console.app import create_console_app
+from proxy.console.wiring import console_ctx
 from proxy.endpoints.base import Endpoint
 from proxy.endpoints.chat import ChatCompletions
 from proxy.endpoints.embeddings import Embeddings
@@ -122,6 +124,7 @@ def create_app(
     app.cleanup_ctx.append(_prices_ctx)
     app.cleanup_ctx.append(_flights_ctx)
     app.cleanup_ctx.append(managed_ctx)  # keys and budgets: plugged in here, never imported by web/
+    app.cleanup_ctx.append(console_ctx)  # closed after the pipeline's writes: their rows are flushed
     app.cleanup_ctx.append(_pipeline_ctx)
     for endpoint in ENDPOINTS:
         app.router.add_route(endpoint.method, endpoint.route, route(endpoint))
@@ -133,6 +136,7 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.add_subapp("/admin/", create_admin_app(settings.admin_token))
+    app.add_subapp("/ui", create_console_app(settings.admin_token))
     return app
 
 

@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 
     from proxy.budget.guard import BudgetGuard
     from proxy.budget.state_store import StateStoreGuard
+    from proxy.cache.index import ImageIndex
     from proxy.cache.response import ResponseCache
     from proxy.config import Settings
+    from proxy.console.sessions import LoginLimiter, SessionStore
     from proxy.flight.flights import SingleFlight
     from proxy.keys.auth import KeyAuthenticator
     from proxy.keys.store import KeyStore
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from proxy.obs.accounting import Accountant
     from proxy.obs.health import Health
     from proxy.obs.metrics import ProxyMetrics
+    from proxy.obs.stats import TrafficStats
     from proxy.obs.upstream_prices import UpstreamPrices
     from proxy.pipeline.flow import Pipeline
     from proxy.storage.base import ByteStore
@@ -60,6 +63,11 @@ PIPELINE: web.AppKey[Pipeline] = web.AppKey("pipeline")
 PAID_ENDPOINTS: web.AppKey[Mapping[str, str]] = web.AppKey("paid_endpoints")
 # Whether the state Redis is safe from eviction (`.safe`: True / False / None unknown), for readiness.
 STATE_GUARD: web.AppKey[StateStoreGuard] = web.AppKey("state_guard")
+# The operator console (only with PROXY_ADMIN_TOKEN): its image index, traffic stats, sessions.
+IMAGE_INDEX: web.AppKey[ImageIndex] = web.AppKey("image_index")
+TRAFFIC_STATS: web.AppKey[TrafficStats] = web.AppKey("traffic_stats")
+CONSOLE_SESSIONS: web.AppKey[SessionStore] = web.AppKey("console_sessions")
+LOGIN_LIMITER: web.AppKey[LoginLimiter] = web.AppKey("login_limiter")
 
 # Per-request facts the metrics middleware reads after the handler ran.
 REQUEST_MODEL: web.RequestKey[str] = web.RequestKey("model")

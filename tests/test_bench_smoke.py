@@ -164,3 +164,18 @@ def test_soak_rss_trend_is_the_slope_of_its_second_half() -> None:
     assert slope_mib_per_min(warm_then_flat) == pytest.approx(0.0)
     climbing = [(60.0 * i, (100 + 3 * i) * mib) for i in range(10)]
     assert slope_mib_per_min(climbing) == pytest.approx(3.0)
+
+
+async def test_bench_console_times_the_image_list_at_both_sizes(redis_url: str) -> None:
+    """``python -m bench console`` with 300 entries (and 100 as the reference): a table row per store
+    and page, each with two timings and their ratio."""
+    from bench.console import _run  # noqa: PLC0415 - the mode's module, as the CLI loads it
+
+    text = await _run(redis_url, 300, 3, hit_pairs=0)
+    rows = [line for line in text.splitlines() if line.startswith(("| memory", "| redis"))]
+    assert len(rows) == 4
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert float(cells[2]) > 0
+        assert float(cells[3]) > 0
+        assert float(cells[4]) == pytest.approx(float(cells[3]) / float(cells[2]), rel=0.05)

@@ -24,7 +24,7 @@ HIT_PACKAGES = {"web", "pipeline", "endpoints", "cache", "keys", "obs"}
 
 
 # The app's own background loops (named tasks) may wake up during the traced request: not the hit.
-BACKGROUND_TASKS = {"store-health", "state-store-guard", "upstream-prices"}
+BACKGROUND_TASKS = {"store-health", "state-store-guard", "upstream-prices", "console-flush"}
 
 
 @contextmanager

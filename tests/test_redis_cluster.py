@@ -11,11 +11,13 @@ import pytest
 import redis
 from redis.asyncio.cluster import RedisCluster
 
+from proxy.config import Secret
 from proxy.state import STATE_GUARD
 from proxy.storage.cluster import ClusterStore, parse_cluster_url
+from tests.console_helpers import ConsoleClient
 from tests.e2e_helpers import IMAGE_MODEL, TEXT_MODEL, chat_body, chat_raw, send_raw, sse_chunks, sse_data
 from tests.fake_upstream import FakeUpstream, png_of
-from tests.managed_helpers import admin, create_key, key_status, managed_proxy
+from tests.managed_helpers import ADMIN_TOKEN, admin, create_key, key_status, managed_proxy
 from tests.proxy_harness import ProxyServer, proxy_settings
 from tests.redis_process import RedisClusterProcess
 
@@ -226,3 +228,32 @@ async def test_embedding_items_spread_over_slots_are_found_and_stored(
     assert len(entries) == 12
     assert len({cluster_client.keyslot(key) for key in entries}) > 1
     assert orjson.loads(hit.body)["data"][0] == orjson.loads(mixed.body)["data"][11] | {"index": 0}
+
+
+async def test_console_lists_counts_thumbnails_and_purges_on_the_cluster(
+    fake_upstream: FakeUpstream, cluster_url: str, key_prefix: str
+) -> None:
+    """The console's index, hit counts (flushed with EVAL per row), overview buckets, sessions and
+    thumbnails work on a cluster (keys on many slots, single-key commands only); a purge from the
+    list makes the next request a MISS."""
+    fake_upstream.state.image_bytes = 20_000
+    settings = proxy_settings(fake_upstream.url, cluster_url, key_prefix, admin_token=Secret(ADMIN_TOKEN))
+    async with ProxyServer(settings) as proxy:
+        body = chat_body("a lighthouse on the cluster", IMAGE_MODEL)
+        first = await chat_raw(proxy, body)
+        second = await chat_raw(proxy, body)
+        async with ConsoleClient(proxy) as console:
+            assert (await console.login()).status == 303
+            _, listed, _ = await console.call("GET", "/ui/api/images")
+            row = listed["data"][0]
+            _, overview, _ = await console.call("GET", "/ui/api/overview")
+            thumb_status, _, thumb = await console.call(
+                "GET", f"/ui/api/thumbs/{row['sha256']}?size={row['blob_size']}"
+            )
+            purged, _, _ = await console.call("POST", "/ui/api/images/purge", {"id": row["id"]})
+        third = await chat_raw(proxy, body)
+    assert [r.headers["X-Cache"] for r in (first, second, third)] == ["MISS", "HIT", "MISS"]
+    assert (row["prompt"], row["hits"]) == ("a lighthouse on the cluster", 1)
+    assert overview["hour"]["hits"] == 1
+    assert (thumb_status, thumb.content_type) == (200, "image/webp")
+    assert purged == 200

@@ -15,6 +15,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from proxy.cache.entry import BlobWalk, CachedEntry, EntryMeta, decode_entry, encode_entry, split_response
@@ -31,15 +32,25 @@ log = logging.getLogger(__name__)
 BLOB_CHUNK_BYTES = 256 * 1024 - 64
 
 
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """The request an entry answers, as the index lists it: the model asked for (what a hit is
+    priced as) and its prompt (bounded by the caller)."""
+
+    model: str
+    prompt: str
+
+
 class EntryIndex(Protocol):
     """Told about entries as they are stored, served and purged (issue 14: the console's index of
     cached images, newest first with model, size and hit count, without a SCAN per page).
 
-    ``ResponseCache(index=...)`` calls it; none is plugged in yet. The prompt excerpt the console
-    shows is the request's: it would come from an endpoint hook through ``put``.
+    ``ResponseCache(index=...)`` calls it (``cache.index.ImageIndex``, plugged in by the app when
+    the console is on). ``origin`` is the request's model and prompt, handed to ``put`` by the
+    pipeline (``endpoints.fields.prompt_text``). All three run on the request path: no I/O.
     """
 
-    def stored(self, entry: CachedEntry, size: int) -> None: ...
+    def stored(self, entry: CachedEntry, size: int, origin: Origin | None) -> None: ...
     def served(self, key: str) -> None: ...
     def removed(self, keys: Iterable[str]) -> None: ...
 
@@ -134,8 +145,6 @@ class ResponseCache:
         """``Cache-Control: max-age`` from the client: older entries are not acceptable to it."""
         if not entry.young_enough(max_age, now):
             return None
-        if self.index is not None:
-            self.index.served(entry.key)
         return entry
 
     async def _read_blobs(self, meta: EntryMeta) -> tuple[bytes, ...]:
@@ -166,7 +175,15 @@ class ResponseCache:
         return ready
 
     async def put(
-        self, key: str, raw: bytes, doc: Mapping[str, Any], *, ttl: int, walk: BlobWalk, usage: Usage
+        self,
+        key: str,
+        raw: bytes,
+        doc: Mapping[str, Any],
+        *,
+        ttl: int,
+        walk: BlobWalk,
+        usage: Usage,
+        origin: Origin | None = None,
     ) -> CachedEntry | None:
         """Store a complete response (``raw`` as the client got it, ``doc`` parsed): blobs first, then
         the entry, so a reader never sees an entry without its blobs.
@@ -207,7 +224,8 @@ class ResponseCache:
             key, encoded, CachedEntry(key, meta, memoryview(split.template), blobs), created
         )
         if self.index is not None:
-            self.index.stored(entry, len(encoded) + sum(len(data) for data in split.blobs.values()))
+            size = len(encoded) + sum(len(data) for data in split.blobs.values())
+            self.index.stored(entry, size, origin)
         return entry
 
     def put_behind(
@@ -220,6 +238,7 @@ class ResponseCache:
         walk: BlobWalk,
         usage: Usage,
         then: Callable[[CachedEntry | None], Awaitable[None]],
+        origin: Origin | None = None,
     ) -> None:
         """``put`` after the response went out, then ``then(entry)`` (e.g. end the flight with it).
 
@@ -230,11 +249,17 @@ class ResponseCache:
         async def write() -> None:
             entry = None
             try:
-                entry = await self.put(key, raw, doc, ttl=ttl, walk=walk, usage=usage)
+                entry = await self.put(key, raw, doc, ttl=ttl, walk=walk, usage=usage, origin=origin)
             finally:
                 await then(entry)
 
         self.writes.start(write())
+
+    def served(self, entry: CachedEntry) -> None:
+        """An entry went to a client (a hit, a coalesced or late follower): the index counts it
+        (entries with image blobs only: the only ones it lists)."""
+        if self.index is not None and entry.meta.blobs:
+            self.index.served(entry.key)
 
     async def purge_namespace(self, namespace: str) -> int:
         """Delete the entries of ``namespace`` and of its ``X-Cache-Namespace`` sub-namespaces.
@@ -255,6 +280,16 @@ class ResponseCache:
     async def purge_digest(self, digest: str) -> int:
         """Delete the entry with this ``X-Cache-Key`` in whatever namespace it lives (a scan)."""
         return await self._purge_under(f"{self.prefix}:r1:", lambda key: key.endswith(":" + digest))
+
+    async def purge_key(self, key: str) -> int:
+        """Delete one entry by its store key (the console's purge of one gallery row): no scan."""
+        await self.writes.drain(max(self.store_timeout * 16, 5.0))
+        if self.hot is not None:
+            self.hot.drop(key)
+        deleted = await self.store.delete([key])
+        if self.index is not None:
+            self.index.removed([key])
+        return deleted
 
     async def _purge_under(self, prefix: str, belongs: Callable[[str], object]) -> int:
         """Delete the entries under ``prefix`` (a literal prefix, also in SCAN) that ``belongs`` accepts.

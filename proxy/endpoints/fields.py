@@ -73,3 +73,39 @@ def type_name(t: type) -> str:
         int: "an integer",
         float: "a number",
     }[t]
+
+
+_PROMPT_CHARS = 400  # read at most this much of a prompt: the console shows 200 characters of it
+
+
+def prompt_text(body: Mapping[str, Any]) -> str:
+    """The prompt of a request, for the console's gallery (bounded; never parsed further).
+
+    The Images API's ``prompt``; else the last user message of chat's ``messages`` (or the
+    Responses API's ``input``): its text, or the text parts of its content list. "" when none.
+    """
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return prompt[:_PROMPT_CHARS]
+    messages = body.get("messages", body.get("input"))
+    if isinstance(messages, str):
+        return messages[:_PROMPT_CHARS]
+    if not isinstance(messages, list):
+        return ""
+    for message in reversed(messages[-64:]):
+        if isinstance(message, Mapping) and message.get("role", "user") == "user":
+            return _text_of(message.get("content"))
+    return ""
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content[:_PROMPT_CHARS]
+    if not isinstance(content, list):
+        return ""
+    texts = [
+        part["text"]
+        for part in content[:32]
+        if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+    ]
+    return " ".join(texts)[:_PROMPT_CHARS]

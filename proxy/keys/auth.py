@@ -66,8 +66,13 @@ def bearer_of(headers: Mapping[str, str]) -> str | None:
 
 def bearer_matches(headers: Mapping[str, str], secret: Secret) -> bool:
     """Whether the caller presented ``secret`` as its bearer token (constant-time comparison)."""
-    presented = bearer_of(headers) or ""
-    return hmac.compare_digest(presented.encode(), secret.value.encode())
+    return secret_matches(bearer_of(headers) or "", secret)
+
+
+def secret_matches(presented: str, secret: Secret) -> bool:
+    """Whether ``presented`` is ``secret``, compared in constant time (the admin token, as a bearer
+    or typed into the console's login form)."""
+    return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), secret.value.encode())
 
 
 def key_alias(bearer: str | None) -> str | None:

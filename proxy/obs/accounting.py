@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from proxy.obs.logs import clip
 from proxy.obs.metrics import ProxyMetrics
 from proxy.obs.pricing import PriceTable
+from proxy.obs.stats import TrafficStats
 from proxy.obs.usage import Usage
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,8 @@ class Accountant:
         self._costs: dict[tuple[str, Usage], int | None] = {}
         self._named: dict[str, bool] = {}
         self.prices = prices
+        # The console's overview (``obs.stats``), plugged in by the app when the console is on.
+        self.stats: TrafficStats | None = None
 
     @property
     def prices(self) -> PriceTable:
@@ -64,15 +68,28 @@ class Accountant:
     def cost(self, model: str, usage: Usage) -> int:
         """Micro-USD for ``usage`` on ``model``, plus images another model made at that model's
         ``per_image`` (``Usage.image_model``); 0 (counted and logged once) for an unpriced model."""
+        return self._split(model, usage, self._priced)
+
+    @staticmethod
+    def _split(model: str, usage: Usage, price: Callable[[str, Usage], int]) -> int:
+        """``usage`` priced on ``model``, its images on ``usage.image_model`` when another model made them."""
         if usage.image_model is None:
-            return self._priced(model, usage)
-        images = self._priced(usage.image_model, Usage(images=usage.images)) if usage.images else 0
-        return self._priced(model, replace(usage, images=0, image_model=None)) + images
+            return price(model, usage)
+        images = price(usage.image_model, Usage(images=usage.images)) if usage.images else 0
+        return price(model, replace(usage, images=0, image_model=None)) + images
 
     def _priced(self, model: str, usage: Usage) -> int:
+        """The memoised price; 0 (counted and logged once) for an unpriced model."""
+        cost = self._price(model, usage)
+        if cost is None:
+            self.unpriced(model, "its cost is counted as 0")
+            return 0
+        return cost
+
+    def _price(self, model: str, usage: Usage) -> int | None:
         key = (model, usage)
         try:
-            cost = self._costs[key]
+            return self._costs[key]
         except KeyError:
             cost = self._prices.cost_micro_usd(
                 model,
@@ -84,10 +101,7 @@ class Accountant:
                 images_in_tokens=usage.images_in_tokens,
             )
             _remember(self._costs, key, cost)
-        if cost is None:
-            self.unpriced(model, "its cost is counted as 0")
-            return 0
-        return cost
+            return cost
 
     def spent(self, model: str, key_alias: str | None, usage: Usage, *, endpoint: str) -> int:
         """Record an upstream call of ``endpoint`` (its name); returns its cost in micro-USD."""
@@ -101,6 +115,8 @@ class Accountant:
             usage.images,
             endpoint=endpoint,
         )
+        if self.stats is not None:
+            self.stats.spent(self.metrics.model_label(model), self.metrics.key_label(key_alias), cost)
         return cost
 
     def saved(self, model: str, key_alias: str | None, usage: Usage, *, endpoint: str) -> int:
@@ -115,7 +131,14 @@ class Accountant:
             usage.images,
             endpoint=endpoint,
         )
+        if self.stats is not None:
+            self.stats.saved(self.metrics.model_label(model), self.metrics.key_label(key_alias), cost)
         return cost
+
+    def entry_cost(self, model: str, usage: Usage) -> int:
+        """What an upstream call with ``usage`` costs (micro-USD), recorded nowhere: the console's
+        price of a cached entry (0 unpriced: the call itself was counted as such)."""
+        return self._split(model, usage, lambda name, part: self._price(name, part) or 0)
 
 
 def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:

@@ -254,6 +254,7 @@ class Pipeline:
         if call.managed is not None:
             await services.budgets.on_hit(call.managed, call.model, usage, saved)
         request[REQUEST_CACHE] = result
+        services.cache.served(entry)
         services.metrics.accept_model(call.model)  # only an upstream 2xx is ever stored
         services.metrics.record_cache_result(call.model, result, endpoint=call.endpoint.name)
         headers = {"X-Cache": result, "Age": str(entry.age(time.time())), "X-Cache-Key": call.digest}

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import web
 
+from proxy.cache.response import Origin
+from proxy.endpoints.fields import prompt_text
 from proxy.errors import ProxyError
 from proxy.flight.results import RETRY, FlightResult, Leadership
 from proxy.state import REQUEST_CACHE
@@ -87,8 +89,14 @@ class Misses:
         if store and doc is not None and not (bound and endpoint.cut_short(doc)):
             raw = outcome.raw if outcome.raw is not None else orjson.dumps(doc)
             ttl = call.controls.ttl or parsed.ttl or settings.cache_ttl
+            # The console's gallery shows the model and prompt (only when an index is plugged in).
+            origin = (
+                Origin(call.model, prompt_text(parsed.body)) if services.cache.index is not None else None
+            )
             if leadership is None:
-                await services.cache.put(call.key, raw, doc, ttl=ttl, walk=endpoint.blob_slots, usage=usage)
+                await services.cache.put(
+                    call.key, raw, doc, ttl=ttl, walk=endpoint.blob_slots, usage=usage, origin=origin
+                )
             else:
                 leadership.answered = True
                 services.cache.put_behind(
@@ -99,6 +107,7 @@ class Misses:
                     walk=endpoint.blob_slots,
                     usage=usage,
                     then=self._ender(leadership),
+                    origin=origin,
                 )
                 handed_off = True
         elif leadership is not None and (shared := outcome.shared_error(SHAREABLE_ERRORS)) is not None:
