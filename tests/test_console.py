@@ -75,6 +75,22 @@ async def test_login_page_headers_and_data_endpoints_need_a_session(
         assert "data" not in body
 
 
+async def test_ui_with_a_trailing_slash_redirects_to_the_console(
+    fake_upstream: FakeUpstream, key_prefix: str
+) -> None:
+    """`/ui/` (what people type) is a 308 to `/ui`; any other empty segment is still a 400."""
+    async with managed_proxy(fake_upstream, None, key_prefix) as proxy, ConsoleClient(proxy) as console:
+        status, _, response = await console.call("GET", "/ui/")
+        login_status, page, _ = await console.call("GET", response.headers["Location"])
+        nested_status, nested, _ = await console.call("GET", "/ui//api/images")
+    assert status == 308
+    assert response.headers["Location"] == "/ui"
+    assert login_status == 200
+    assert b'name="token" type="password"' in page
+    assert nested_status == 400
+    assert nested["error"]["code"] == "invalid_path"
+
+
 async def test_wrong_token_is_refused_and_repeated_failures_are_rate_limited(
     fake_upstream: FakeUpstream, key_prefix: str
 ) -> None:

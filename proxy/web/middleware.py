@@ -89,11 +89,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 _IDENTITY = frozenset({"", "identity"})
+_CONSOLE_SLASH = "/ui/"
 
 
 @web.middleware
 async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """400 for a path or header the proxy will not interpret, 415 for a compressed body."""
+    if request.raw_path == _CONSOLE_SLASH:
+        # The console lives at /ui (an empty segment is refused everywhere else); people type /ui/.
+        raise web.HTTPPermanentRedirect("/ui")
     request[TARGET] = parse_target(request.raw_path)
     check_headers(request.headers)
     # RFC 9110 §8.4: a server may answer 415 to a content coding it does not accept. Inflating
