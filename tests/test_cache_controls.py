@@ -21,6 +21,7 @@ from tests.e2e_helpers import (
     user,
 )
 from tests.fake_upstream import FakeUpstream
+from tests.managed_helpers import metric_value, metrics_text
 from tests.proxy_harness import ProxyServer, proxy_settings
 from tests.slow_link import SlowLink
 
@@ -210,3 +211,23 @@ async def test_max_age_zero_is_not_served_by_a_store_still_in_flight(
     assert first.headers["X-Cache"] == "MISS"
     assert fresh.headers["X-Cache"] == "MISS"
     assert fake_upstream.chat_calls == 2
+
+
+async def test_a_lookup_skipped_on_purpose_is_counted_skipped_not_bypass(
+    proxy: ProxyServer, fake_upstream: FakeUpstream
+) -> None:
+    """no-cache answers X-Cache: BYPASS, but the cache-results metric says `skipped` (chat and the
+    per-item embeddings flow alike): `bypass` — what the Redis alert watches — stays for a store
+    that failed, so clients refreshing entries cannot page anyone."""
+    no_cache = {"Cache-Control": "no-cache"}
+    chat = await chat_raw(proxy, BODY, headers=no_cache)
+    embedding = await send_raw(
+        f"{proxy.url}/embeddings",
+        {"model": "text-embedding-3-small", "input": ["skip me"]},
+        headers=no_cache,
+    )
+    assert chat.headers["X-Cache"] == embedding.headers["X-Cache"] == "BYPASS"
+    text = await metrics_text(proxy)
+    for endpoint in ("chat.completions", "embeddings"):
+        assert metric_value(text, "llm_proxy_cache_results_total", endpoint=endpoint, result="skipped") == 1
+        assert metric_value(text, "llm_proxy_cache_results_total", endpoint=endpoint, result="bypass") == 0

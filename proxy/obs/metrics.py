@@ -31,7 +31,10 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 )  # fmt: skip
 
-CACHE_RESULTS = frozenset({"hit", "miss", "bypass", "coalesced", "none"})
+# "bypass": the store failed or was too slow (alerts watch it); "skipped": the request was not
+# looked up on purpose (not cacheable, or the client's no-cache), a choice, not a fault.
+SKIPPED = "skipped"
+CACHE_RESULTS = frozenset({"hit", "miss", "bypass", SKIPPED, "coalesced", "none"})
 UPSTREAM_ERROR_KINDS = frozenset(
     {"status_4xx", "status_5xx", "timeout", "connect", "stream_cut", "invalid_response"}
 )
@@ -210,7 +213,7 @@ class ProxyMetrics:
 
     @staticmethod
     def cache_label(cache: str) -> str:
-        """Cache outcome as one of hit|miss|bypass|coalesced|none."""
+        """Cache outcome as one of hit|miss|bypass|skipped|coalesced|none."""
         value = cache.strip().lower()
         return value if value in CACHE_RESULTS else "none"
 

@@ -53,7 +53,7 @@ class Batches:
         cacheable = call.namespace is not None and call.parsed.cacheable
         can_store = cacheable and call.controls.store
         if not cacheable or not call.controls.lookup:
-            return await self.misses.forward(batch, "BYPASS", store=can_store)
+            return await self.misses.forward(batch, "BYPASS", store=can_store, looked_up=False)
         try:
             token = await self.find(batch, lead_on_miss=can_store)
         except StoreUnavailable as exc:

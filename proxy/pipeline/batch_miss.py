@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 from proxy.cache.items import ItemAnswer, ItemCache
 from proxy.errors import ProxyError, upstream_invalid_response
 from proxy.flight.results import RETRY, FlightResult, Leadership
+from proxy.obs.metrics import SKIPPED
 from proxy.obs.usage import Usage
 from proxy.pipeline.miss import SHAREABLE_ERRORS
 from proxy.state import REQUEST_CACHE
@@ -55,7 +56,13 @@ class BatchMisses:
         self.saved = saved
 
     async def forward(
-        self, batch: Batch, result: str, *, store: bool, leadership: Leadership | None = None
+        self,
+        batch: Batch,
+        result: str,
+        *,
+        store: bool,
+        leadership: Leadership | None = None,
+        looked_up: bool = True,
     ) -> web.StreamResponse:
         """Fetch the missing items, store them, settle, end the flight (if led), answer."""
         services, call = self.services, batch.call
@@ -66,7 +73,8 @@ class BatchMisses:
             admitted = await services.budgets.reserve(call.managed, call.model, endpoint.demand(sub))
             reservation = admitted.reservation
         request[REQUEST_CACHE] = result
-        services.metrics.record_cache_result(call.model, result, endpoint=call.endpoint.name)
+        counted = result if looked_up else SKIPPED  # see flow.Miss
+        services.metrics.record_cache_result(call.model, counted, endpoint=call.endpoint.name)
         headers = batch.headers(result)
         try:
             writer, passed_on, outcome = await self._call(batch, sub, headers, verbatim=verbatim)

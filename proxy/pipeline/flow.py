@@ -82,10 +82,13 @@ class Lead:
 
 @dataclass(frozen=True, slots=True)
 class Miss:
-    """Go upstream alone: ``result`` is MISS or BYPASS, ``store`` whether the answer may be kept."""
+    """Go upstream alone: ``result`` is MISS or BYPASS, ``store`` whether the answer may be kept,
+    ``looked_up`` False when the cache was skipped on purpose (not cacheable, or the client's
+    ``no-cache``): counted as ``skipped``, so ``bypass`` means only a store that failed."""
 
     result: str
     store: bool
+    looked_up: bool = True
 
 
 def route(endpoint: Endpoint) -> Handler:
@@ -135,7 +138,9 @@ class Pipeline:
             return await self.serve_flight(request, call, step.result)
         if isinstance(step, Lead):
             return await self.lead(request, call, step.leadership)
-        response, _ = await self.misses.forward(request, call, step.result, store=step.store)
+        response, _ = await self.misses.forward(
+            request, call, step.result, store=step.store, looked_up=step.looked_up
+        )
         return response
 
     async def serve_batch(self, request: web.Request, endpoint: BatchEndpoint) -> web.StreamResponse:
@@ -183,7 +188,7 @@ class Pipeline:
         cacheable = call.namespace is not None and call.parsed.cacheable
         can_store = cacheable and call.controls.store
         if not cacheable or not call.controls.lookup:
-            return Miss("BYPASS", store=can_store)
+            return Miss("BYPASS", store=can_store, looked_up=False)
         try:
             entry, token = await self.find(call, lead_on_miss=can_store)
         except StoreUnavailable as exc:

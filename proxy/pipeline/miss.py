@@ -16,6 +16,7 @@ from proxy.cache.response import Origin
 from proxy.endpoints.fields import prompt_text
 from proxy.errors import ProxyError
 from proxy.flight.results import RETRY, FlightResult, Leadership
+from proxy.obs.metrics import SKIPPED
 from proxy.state import REQUEST_CACHE
 from proxy.upstream.relay import MissOutcome, forward_miss
 from proxy.upstream.session import forward_headers
@@ -48,6 +49,7 @@ class Misses:
         *,
         store: bool,
         leadership: Leadership | None = None,
+        looked_up: bool = True,
     ) -> tuple[web.StreamResponse, bool]:
         """Forward a miss; returns the response and whether the flight was handed to a background store."""
         services = self.services
@@ -59,7 +61,8 @@ class Misses:
             admitted = await services.budgets.reserve(call.managed, call.model, endpoint.demand(parsed))
             reservation, bound = admitted.reservation, admitted.bound
         request[REQUEST_CACHE] = result
-        services.metrics.record_cache_result(call.model, result, endpoint=call.endpoint.name)
+        counted = result if looked_up else SKIPPED
+        services.metrics.record_cache_result(call.model, counted, endpoint=call.endpoint.name)
         authorization = request.headers.get("Authorization")
         if call.managed is not None:
             authorization = services.auth.upstream_authorization()
