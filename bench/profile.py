@@ -34,7 +34,7 @@ from bench.stack import Stack, common_flags, stack, stamp
 from bench.throughput import WORKLOADS, request_body, warm_hits
 
 PROFILES = ROOT / "bench" / "profiles"
-SCENARIOS = ("text_hit", "text_miss")
+SCENARIOS = ("text_hit", "vision_hit", "text_miss")
 _TOP = 25
 _SETTLE_S = 1.0  # let the load reach its steady state before sampling
 

@@ -43,6 +43,7 @@ class Accountant:
         self._prices = table
         self._costs.clear()
         self._named.clear()
+        self.metrics.forget_models()  # a model's label follows the table (ProxyMetrics.model_label)
 
     def priced(self, name: str) -> bool:
         """Whether the table in use lists ``name`` (lower-cased) itself: such a model has a metric

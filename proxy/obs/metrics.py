@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any, Self
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,6 +19,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from proxy.keys.settings import hash_secret
@@ -45,6 +47,53 @@ _SECRET_PREFIX = re.compile(r"^(sk|pk|rk|bearer)[-_ ]", re.IGNORECASE)
 _OPAQUE = re.compile(r"^[A-Za-z0-9_\-+/=.]{32,}$")
 
 
+# Children remembered per metric (label values are bounded by the label rules below; this bounds
+# the memo itself whatever a caller passes).
+_MAX_CHILDREN = 4096
+# Model names and key aliases whose label is remembered (both are client-controlled).
+_MAX_REMEMBERED_LABELS = 4096
+
+
+class _CachedChildren(MetricWrapperBase):
+    """``labels(...)`` remembered per tuple of label values, whatever the metric's label names.
+
+    prometheus-client's ``labels`` checks the count, converts every value and takes a lock on each
+    call: 6 % of a text hit (``bench/profiles/``), which sets five or six children. Here a known
+    tuple is one dict lookup. The children never change (nothing here removes one); the memo is
+    cleared when full (a later call just asks prometheus-client again).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._children: dict[tuple[object, ...], Self] = {}
+
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Self:
+        """The child for these label values (keyword values: prometheus-client's own, unremembered)."""
+        if labelkwargs:
+            return super().labels(*labelvalues, **labelkwargs)
+        try:
+            return self._children[labelvalues]
+        except KeyError:
+            pass
+        child = super().labels(*labelvalues)
+        if len(self._children) >= _MAX_CHILDREN:
+            self._children.clear()
+        self._children[labelvalues] = child
+        return child
+
+
+class _Counter(_CachedChildren, Counter):
+    """A ``Counter`` with remembered children."""
+
+
+class _Histogram(_CachedChildren, Histogram):
+    """A ``Histogram`` with remembered children."""
+
+
+class _Gauge(_CachedChildren, Gauge):
+    """A ``Gauge`` with remembered children."""
+
+
 def _sanitize(value: str) -> str:
     return _DISALLOWED.sub("_", value.strip())[:MAX_LABEL_CHARS]
 
@@ -64,10 +113,12 @@ class _BoundedLabels:
         self._limit = limit
         self._seen: set[str] = set()
 
-    def admit(self, value: str) -> None:
-        """Give ``value`` a label of its own while the budget lasts."""
-        if value != OTHER and len(self._seen) < self._limit:
+    def admit(self, value: str) -> bool:
+        """Give ``value`` a label of its own while the budget lasts; whether it is new."""
+        if value != OTHER and value not in self._seen and len(self._seen) < self._limit:
             self._seen.add(value)
+            return True
+        return False
 
     def __contains__(self, value: str) -> bool:
         return value in self._seen
@@ -94,19 +145,24 @@ class ProxyMetrics:
     ) -> None:
         self._models = _BoundedLabels(max_model_labels)
         self._keys = _BoundedLabels(max_key_labels)
-        # Whether the live price table names a model (the app sets ``Accountant.priced``).
+        # model_label, accept_model and key_label per raw value: they run several times on every
+        # request and each costs a regex or two. A model's label changes only when the price table
+        # is replaced (``forget_models``) or a model is admitted; a key's never changes.
+        self._model_labels: dict[str, str] = {}
+        self._accepted: set[str] = set()
+        self._key_labels: dict[str, str] = {}
         self.priced = priced
 
         def counter(name: str, doc: str, *labels: str) -> Counter:
-            return Counter(f"llm_proxy_{name}", doc, labels, registry=registry)
+            return _Counter(f"llm_proxy_{name}", doc, labels, registry=registry)
 
         def histogram(name: str, doc: str, *labels: str) -> Histogram:
-            return Histogram(f"llm_proxy_{name}", doc, labels, buckets=LATENCY_BUCKETS, registry=registry)
+            return _Histogram(f"llm_proxy_{name}", doc, labels, buckets=LATENCY_BUCKETS, registry=registry)
 
         def gauge(name: str, doc: str, *labels: str) -> Gauge:
             # "mostrecent" reports the value the last writing worker set: right for a budget
             # shared in Redis, where summing across workers would multiply it by N.
-            return Gauge(f"llm_proxy_{name}", doc, labels, registry=registry, multiprocess_mode="mostrecent")
+            return _Gauge(f"llm_proxy_{name}", doc, labels, registry=registry, multiprocess_mode="mostrecent")
 
         self.requests = counter(
             "requests_total", "Client requests.", "route", "model", "status_class", "cache"
@@ -151,13 +207,28 @@ class ProxyMetrics:
         self.key_budget_remaining_usd = gauge(
             "key_budget_remaining_usd", "Key budget left in its current period.", "key"
         )
-        self.degraded = Gauge(
+        self.degraded = _Gauge(
             "llm_proxy_degraded",
             "1 while a component of this replica is degraded (it still serves; see /readyz).",
             ["component"],
             registry=registry,
             multiprocess_mode="max",
         )
+
+    @property
+    def priced(self) -> Callable[[str], bool]:
+        """Whether the live price table names a model (the app sets ``Accountant.priced``)."""
+        return self._priced
+
+    @priced.setter
+    def priced(self, priced: Callable[[str], bool]) -> None:
+        self._priced = priced
+        self.forget_models()
+
+    def forget_models(self) -> None:
+        """The price table was replaced: model labels are worked out again."""
+        self._model_labels.clear()
+        self._accepted.clear()
 
     def model_label(self, model: str) -> str:
         """Model name safe as a label: charset-restricted, <= 64 chars, bounded cardinality.
@@ -167,6 +238,13 @@ class ProxyMetrics:
         ``max_model_labels`` of them) get a label of their own; anything else is ``other``, so
         junk names from refused or unauthenticated requests can never use up the budget.
         """
+        label = self._model_labels.get(model)
+        if label is None:
+            label = self._model_label(model)
+            _remember(self._model_labels, model, label)
+        return label
+
+    def _model_label(self, model: str) -> str:
         name = model.strip().lower()
         if self.priced(name):
             return _sanitize(name)
@@ -177,12 +255,27 @@ class ProxyMetrics:
 
     def accept_model(self, model: str) -> None:
         """The upstream answered ``model`` with a 2xx (or a hit proves it did): it may have a label."""
-        if not self.priced(model.strip().lower()):
-            self._models.admit(_sanitize(model) or "unknown")
+        if model in self._accepted:
+            return
+        if not self.priced(model.strip().lower()) and self._models.admit(_sanitize(model) or "unknown"):
+            self._model_labels.clear()  # a model that was "other" has a label of its own now
+        if len(self._accepted) >= _MAX_REMEMBERED_LABELS:
+            self._accepted.clear()
+        self._accepted.add(model)
 
     def key_label(self, alias: str | None) -> str:
         """Key alias safe as a label; a value that looks like a secret is replaced by a hash tag."""
-        if not alias or not alias.strip():
+        if not alias:
+            return ANONYMOUS
+        label = self._key_labels.get(alias)
+        if label is None:
+            # Stable once given: _BoundedLabels never forgets a value, and "other" stays "other".
+            label = self._key_label(alias)
+            _remember(self._key_labels, alias, label)
+        return label
+
+    def _key_label(self, alias: str) -> str:
+        if not alias.strip():
             return ANONYMOUS
         if _looks_secret(alias.strip()):
             # Callers should pass aliases; this is the safety net if one passes a bearer.
@@ -272,6 +365,12 @@ class ProxyMetrics:
     def record_upstream_error(self, kind: str) -> None:
         """Count an upstream failure; unknown kinds are counted as "other"."""
         self.upstream_errors.labels(kind if kind in UPSTREAM_ERROR_KINDS else OTHER).inc()
+
+
+def _remember(memo: dict[str, str], key: str, value: str) -> None:
+    if len(memo) >= _MAX_REMEMBERED_LABELS:
+        memo.clear()
+    memo[key] = value
 
 
 def render_latest(registry: CollectorRegistry, multiprocess_dir: str | None = None) -> tuple[bytes, str]:

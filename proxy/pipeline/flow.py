@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 from aiohttp import hdrs, web
 
 from proxy.cache.controls import CacheControls
-from proxy.cache.keys import cache_hash, managed_namespace, passthrough_namespace
+from proxy.cache.keys import entry_digest, managed_namespace, passthrough_namespace
 from proxy.endpoints.base import BatchEndpoint
 from proxy.errors import too_large
 from proxy.flight.results import RETRY, FlightResult, Leadership
 from proxy.keys.auth import bearer_of, key_alias
 from proxy.obs.usage import Usage
 from proxy.pipeline.batch import Batches
+from proxy.pipeline.memo import RequestMemo
 from proxy.pipeline.miss import Misses
 from proxy.state import PIPELINE, REQUEST_CACHE, REQUEST_MODEL
 from proxy.storage.base import StoreUnavailable
@@ -121,6 +122,7 @@ class Pipeline:
         self.services = services
         self.misses = Misses(services)
         self.batches = Batches(services, self.misses)
+        self.memo = RequestMemo()
 
     async def serve(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         """Serve from cache, join an identical request in flight, or go upstream (and store)."""
@@ -148,7 +150,7 @@ class Pipeline:
         managed = await services.auth.resolve(bearer)
         raw = await read_body(request, services.settings.max_body_bytes)
         # The whole header: a multipart body's boundary is one of its parameters (RFC 7578 §4.1).
-        parsed = endpoint.parse(raw, request.headers.get(hdrs.CONTENT_TYPE, ""))
+        parsed, request_digest = self.memo.identify(endpoint, raw, request.headers.get(hdrs.CONTENT_TYPE, ""))
         controls = CacheControls.from_headers(request.headers)
         if managed is not None:
             await services.budgets.admit(managed, parsed.model)
@@ -157,7 +159,7 @@ class Pipeline:
             namespace: str | None = managed_namespace(managed, scope, controls.namespace)
         else:
             namespace = passthrough_namespace(scope, bearer, controls.namespace)
-        digest = cache_hash(endpoint.key_fields(parsed), namespace or "", endpoint.key_scope)
+        digest = entry_digest(request_digest, namespace or "", endpoint.key_scope)
         request[REQUEST_MODEL] = parsed.model
         return Call(
             endpoint=endpoint,

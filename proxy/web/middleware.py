@@ -97,8 +97,12 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     # RFC 9110 §8.4: a server may answer 415 to a content coding it does not accept. Inflating
     # would turn 61 KB on the wire into 60 MB in memory; the body is not even read (the server
     # never decompresses, see server.ProxyRunner) and the connection is closed after the answer.
-    codings = ",".join(request.headers.getall("Content-Encoding", ()))
-    if any(coding.strip().lower() not in _IDENTITY for coding in codings.split(",")):
+    codings = (
+        ",".join(request.headers.getall("Content-Encoding", ()))
+        if "Content-Encoding" in request.headers
+        else ""
+    )
+    if codings and any(coding.strip().lower() not in _IDENTITY for coding in codings.split(",")):
         close_after_response(request)
         raise unsupported_encoding()
     return await handler(request)
