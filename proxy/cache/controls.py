@@ -23,6 +23,8 @@ class CacheControls:
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> CacheControls:
         """Parse the headers; malformed values are a 400, not silently ignored."""
+        if not any(name in headers for name in _HEADERS):
+            return _DEFAULT  # most requests send none of them (immutable: shared)
         lookup, store, max_age = True, True, None
         for directive in headers.get("Cache-Control", "").split(","):
             name, _, value = directive.strip().lower().partition("=")
@@ -41,6 +43,10 @@ class CacheControls:
         if namespace is not None and not 0 < len(namespace) <= 128:
             raise bad_request("X-Cache-Namespace must be 1 to 128 characters.")
         return cls(lookup, store, max_age, ttl, namespace)
+
+
+_HEADERS = ("Cache-Control", "X-Cache-TTL", "X-Cache-Namespace")
+_DEFAULT = CacheControls()
 
 
 def _non_negative_int(raw: str, what: str) -> int:

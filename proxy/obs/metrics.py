@@ -347,10 +347,17 @@ class ProxyMetrics:
     ) -> None:
         """Account what a cache hit would have cost had it gone upstream."""
         model_l, key_l = self.model_label(model), self.key_label(key)
-        saved_tokens = max(prompt_tokens, 0) + max(completion_tokens, 0)
-        self.tokens_saved.labels(model_l, key_l).inc(saved_tokens)
-        self.cost_saved_usd.labels(model_l, key_l).inc(micro_to_usd(max(cost_micro_usd, 0)))
-        self.images_served_from_cache.labels(model_l).inc(max(images, 0))
+        # Every series is created (labels), but adding 0 is skipped: each inc takes a lock, and a
+        # hit adds to up to three of them.
+        tokens = self.tokens_saved.labels(model_l, key_l)
+        if (saved_tokens := max(prompt_tokens, 0) + max(completion_tokens, 0)) > 0:
+            tokens.inc(saved_tokens)
+        cost = self.cost_saved_usd.labels(model_l, key_l)
+        if cost_micro_usd > 0:
+            cost.inc(micro_to_usd(cost_micro_usd))
+        served = self.images_served_from_cache.labels(model_l)
+        if images > 0:
+            served.inc(images)
 
     def set_key_budget(self, key: str | None, budget_micro_usd: int, remaining_micro_usd: int) -> None:
         """Publish a key's budget and what is left of it (remaining floored at 0)."""
