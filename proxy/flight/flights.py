@@ -128,11 +128,29 @@ class SingleFlight:
             leadership.future.set_result(result)
         leadership.done = True
 
+    def record_writer(self, leadership: Leadership) -> Callable[[str, bytes, int], Awaitable[None]] | None:
+        """How the leader's entry record is best written: with the flight's end, in one script
+        (``RedisFlights.store_and_announce``), when this leader holds a Redis lock on plain Redis;
+        None otherwise (the cache writes it itself, ``finish`` announces after).
+
+        The writer raises StoreUnavailable like a store write; once it returns, the record is
+        stored, the lock dropped and the outcome published: ``finish`` only tells local followers.
+        """
+        remote, token = self.remote, leadership.token
+        if remote is None or remote.cluster or token is None:
+            return None
+
+        async def write(key: str, record: bytes, ttl: int) -> None:
+            await remote.store_and_announce(leadership.digest, token, key, record, ttl)
+            leadership.announced = True
+
+        return write
+
     async def finish(self, leadership: Leadership, result: FlightResult) -> None:
         """Hand the outcome to every follower, here and (via Redis) elsewhere."""
         if leadership.done:
             return
-        announcing = self.remote is not None and leadership.token is not None
+        announcing = self.remote is not None and leadership.token is not None and not leadership.announced
         # Until the lock is dropped, a newcomer here would find it taken and wait for our own
         # announcement: let it join the finished flight instead (a late joiner, i.e. a hit).
         self._resolve(leadership, result, keep=announcing and result.kind != "retry")

@@ -35,6 +35,9 @@ class Leadership:
     heartbeat: asyncio.Task[None] | None = None
     entry_absent: bool = False  # the store had no entry when the lock was taken
     answered: bool = False  # the leader's client has its answer; only storing is left
+    # The entry was stored by the flight's own end script (lock dropped, outcome published):
+    # ``finish`` only hands the result to local followers.
+    announced: bool = False
     done: bool = field(default=False)
 
 

@@ -99,6 +99,9 @@ class Misses:
                     walk=endpoint.blob_slots,
                     usage=usage,
                     then=self._ender(leadership),
+                    # On plain Redis the record is written by the flight's end script: one round
+                    # trip stores it, drops the lock and tells other replicas.
+                    record_writer=services.flights.record_writer(leadership),
                 )
                 handed_off = True
         elif leadership is not None and (shared := outcome.shared_error(SHAREABLE_ERRORS)) is not None:
