@@ -39,9 +39,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__ (1.5 us for Call's
+# nine, 0.3 us plain); one is built per request and nothing changes it after ``identify``.
+@dataclass(slots=True)
 class Call:
-    """Everything decided about one request before the cache is consulted."""
+    """Everything decided about one request before the cache is consulted (never changed after)."""
 
     endpoint: Endpoint
     parsed: Parsed
@@ -59,7 +61,7 @@ class Call:
         return self.parsed.model
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hit:
     """The lookup found an entry to serve."""
 
@@ -109,6 +111,12 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body, refusing oversize bodies with 413 before (or while) reading them."""
     if request.content_length is not None and request.content_length > limit:
         raise too_large(limit)
+    content = request.content
+    if content.is_eof() and content.exception() is None and content.total_bytes == request.content_length:
+        # The whole body is already buffered (a small request arrives with its head): take it in
+        # one call. ``read()`` loops over ``readany()`` and copies through a bytearray: 4 % of a
+        # text hit. Nothing else reads this stream, so the buffer is the whole body.
+        return content.read_nowait()
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
