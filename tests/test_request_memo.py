@@ -58,9 +58,11 @@ def test_the_same_request_spelled_differently_is_parsed_but_keyed_the_same() -> 
     assert len(memo) == 2
 
 
-def test_one_changed_byte_of_a_data_url_changes_the_digest() -> None:
-    """A body differing in one base64 character of an input image is a different request."""
-    url = "data:image/png;base64," + "A" * 4000
+@pytest.mark.parametrize("size", [4_000, 400_000])  # keyed by the body itself, then by its BLAKE3
+def test_one_changed_byte_of_a_data_url_changes_the_digest(size: int) -> None:
+    """A body differing in one base64 character of an input image is a different request, and
+    both are remembered apart, whether the memo keys them by their bytes or by their digest."""
+    url = "data:image/png;base64," + "A" * size
 
     def raw(data_url: str) -> bytes:
         part = {"type": "image_url", "image_url": {"url": data_url}}
@@ -71,6 +73,8 @@ def test_one_changed_byte_of_a_data_url_changes_the_digest() -> None:
     changed = url[:-100] + "B" + url[-99:]
     _, changed_digest = memo.identify(CHAT, raw(changed), "application/json")
     assert changed_digest != digest
+    assert memo.identify(CHAT, raw(url), "application/json")[1] == digest
+    assert len(memo) == 2
 
 
 def test_a_refused_body_is_refused_every_time_and_not_remembered() -> None:

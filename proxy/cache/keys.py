@@ -146,15 +146,21 @@ def bearer_namespace(bearer: str) -> str:
     return "k-" + hash_secret(bearer)[:32]
 
 
-def passthrough_namespace(scope: CacheScope, bearer: str | None, requested: str | None) -> str | None:
+def passthrough_namespace(
+    scope: CacheScope, bearer: str | None, requested: str | None, secret: str | None = None
+) -> str | None:
     """Where a pass-through caller's entries live; None means the request is not cached at all.
 
     A request without a bearer never gets or makes cached answers: nothing would stop it from
-    reading what a paying tenant stored.
+    reading what a paying tenant stored. ``secret``: ``hash_secret(bearer)`` when the caller
+    already has it (the flow hashes a bearer once per request).
     """
     if bearer is None:
         return None
-    base = "shared" if scope == "shared" else bearer_namespace(bearer)
+    if scope == "shared":
+        base = "shared"
+    else:
+        base = bearer_namespace(bearer) if secret is None else "k-" + secret[:32]
     return f"{base}.{safe_namespace(requested)}" if requested else base
 
 

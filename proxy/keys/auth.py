@@ -70,9 +70,12 @@ def bearer_matches(headers: Mapping[str, str], secret: Secret) -> bool:
     return hmac.compare_digest(presented.encode(), secret.value.encode())
 
 
-def key_alias(bearer: str | None) -> str | None:
-    """A label for a pass-through caller: a short hash, never the secret."""
-    return None if bearer is None else "pt-" + hash_secret(bearer)[:10]
+def key_alias(bearer: str | None, secret: str | None = None) -> str | None:
+    """A label for a pass-through caller: a short hash, never the secret (``secret``: its
+    ``hash_secret`` if the caller has it already)."""
+    if bearer is None:
+        return None
+    return "pt-" + (hash_secret(bearer) if secret is None else secret)[:10]
 
 
 class KeyAuthenticator:

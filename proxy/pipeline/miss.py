@@ -141,7 +141,7 @@ class Misses:
                 billed_unknown=outcome.status == 200,
             )
         if call.bearer is not None and 200 <= outcome.status < 300:
-            await services.verifier.mark(call.bearer)
+            await services.verifier.mark(call.bearer, call.secret)
 
     def _account(self, call: Call, outcome: MissOutcome, usage: Usage) -> int | None:
         """Record the upstream call in metrics; its cost in micro-USD, None without usage."""
