@@ -81,7 +81,7 @@ class SingleFlight:
             self._local[digest] = leadership
             if token is not None and self.remote is not None:
                 leadership.token, leadership.entry_absent = token, True
-                leadership.heartbeat = asyncio.create_task(self.remote.keep_alive(digest, token))
+                self._heartbeat(leadership, self.remote, token)
                 return leadership
             if self.remote is None or time.monotonic() > deadline:
                 return leadership
@@ -110,7 +110,7 @@ class SingleFlight:
             if token is not None:
                 leadership.token = token
                 leadership.entry_absent = not entry_exists
-                leadership.heartbeat = asyncio.create_task(self.remote.keep_alive(digest, token))
+                self._heartbeat(leadership, self.remote, token)
                 return leadership
             result = await self.remote.wait(digest, max(0.0, deadline - time.monotonic()))
         except StoreUnavailable as exc:
@@ -120,6 +120,17 @@ class SingleFlight:
             return result
         entry = await lookup()
         return FlightResult("entry", entry) if entry is not None else RETRY
+
+    @staticmethod
+    def _heartbeat(leadership: Leadership, remote: RedisFlights, token: str) -> None:
+        """Keep the lock alive from its first due refresh on. Most flights end long before: a timer
+        is all they cost (a task per miss, started and cancelled, was measurable on the miss path)."""
+
+        def start() -> None:
+            if not leadership.done:
+                leadership.heartbeat = asyncio.create_task(remote.keep_alive(leadership.digest, token))
+
+        leadership.heartbeat = asyncio.get_running_loop().call_later(remote.refresh_every, start)
 
     def _resolve(self, leadership: Leadership, result: FlightResult, *, keep: bool = False) -> None:
         if not keep:

@@ -157,13 +157,19 @@ class RedisFlights:
         async with guarded("flight", self.op_timeout):
             await self._unlock(keys=[self.lock_key(digest)], args=[token])
 
+    @property
+    def refresh_every(self) -> float:
+        """Seconds between two refreshes of a held lock (a third of its lifetime)."""
+        return self.lock_ms / 3000
+
     async def keep_alive(self, digest: str, token: str) -> None:
-        """Refresh the lock while the generation runs, so a slow image never looks abandoned."""
+        """Refresh the lock now and then every ``refresh_every`` while the generation runs, so a
+        slow image never looks abandoned (started when the first refresh is due)."""
         while True:
-            await asyncio.sleep(self.lock_ms / 3000)
             with contextlib.suppress(StoreUnavailable):
                 async with guarded("flight", self.op_timeout):
                     await self._refresh(keys=[self.lock_key(digest)], args=[token, self.lock_ms])
+            await asyncio.sleep(self.refresh_every)
 
     async def announce(self, digest: str, token: str, result: FlightResult) -> None:
         """Publish the outcome and drop the lock (errors first, so followers can read them)."""
