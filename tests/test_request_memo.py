@@ -119,3 +119,13 @@ def test_the_memo_is_bounded_in_bytes() -> None:
     big = orjson.dumps({**BODY, "messages": [{"role": "user", "content": "y" * 10_000}]})
     parsed, _ = memo.identify(CHAT, big, "application/json")
     assert memo.identify(CHAT, big, "application/json")[0] is not parsed
+
+
+def test_the_remembered_entry_digest_is_the_entry_digest_per_namespace_and_scope() -> None:
+    """The memo's entry digest is exactly ``entry_digest``, per namespace and scope (a tenant never
+    gets another tenant's key from it)."""
+    memo = RequestMemo()
+    _, inner = memo.identify(CHAT, RAW, "application/json")
+    for namespace, scope in [("k-a", ""), ("k-b", ""), ("k-a", "images.generations"), ("k-a", "")]:
+        assert memo.entry_digest(inner, namespace, scope) == entry_digest(inner, namespace, scope)
+    assert memo.entry_digest(inner, "k-a", "") != memo.entry_digest(inner, "k-b", "")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import hdrs, web
 
 from proxy.cache.controls import CacheControls
-from proxy.cache.keys import entry_digest, managed_namespace, passthrough_namespace
+from proxy.cache.keys import managed_namespace, passthrough_namespace
 from proxy.endpoints.base import BatchEndpoint
 from proxy.errors import too_large
 from proxy.flight.results import RETRY, FlightResult, Leadership
@@ -113,10 +113,11 @@ def route(endpoint: Endpoint) -> Handler:
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body, refusing oversize bodies with 413 before (or while) reading them."""
-    if request.content_length is not None and request.content_length > limit:
+    length = request.content_length
+    if length is not None and length > limit:
         raise too_large(limit)
     content = request.content
-    if content.is_eof() and content.exception() is None and content.total_bytes == request.content_length:
+    if content.is_eof() and content.exception() is None and content.total_bytes == length:
         # The whole body is already buffered (a small request arrives with its head): take it in
         # one call. ``read()`` loops over ``readany()`` and copies through a bytearray: 4 % of a
         # text hit. Nothing else reads this stream, so the buffer is the whole body.
@@ -173,7 +174,7 @@ class Pipeline:
         else:
             secret = None if bearer is None else hash_secret(bearer)
             namespace = passthrough_namespace(scope, bearer, controls.namespace, secret)
-        digest = entry_digest(request_digest, namespace or "", endpoint.key_scope)
+        digest = self.memo.entry_digest(request_digest, namespace or "", endpoint.key_scope)
         request[REQUEST_MODEL] = parsed.model
         return Call(
             endpoint=endpoint,

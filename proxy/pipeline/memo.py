@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING
 
 from blake3 import blake3
 
-from proxy.cache.keys import request_digest
+from proxy.cache.keys import entry_digest, request_digest
 from proxy.util.lru import ByteLRU
 
 if TYPE_CHECKING:
     from proxy.endpoints.base import Endpoint, Parsed
 
 MEMO_BYTES = 32 * 1024 * 1024
+_MAX_ENTRY_DIGESTS = 4096
 _ENTRY_OVERHEAD = 512  # the Parsed and its small fields, roughly
 _INLINE_KEY_BYTES = 16 * 1024
 
@@ -40,10 +41,23 @@ _INLINE_KEY_BYTES = 16 * 1024
 class RequestMemo:
     """``Parsed`` + request digest per (endpoint, ``Content-Type``, body digest)."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_digests", "_items")
 
     def __init__(self, max_bytes: int = MEMO_BYTES) -> None:
         self._items: ByteLRU[tuple[Parsed, bytes]] = ByteLRU(max_bytes)
+        self._digests: dict[tuple[bytes, str, str], str] = {}
+
+    def entry_digest(self, request: bytes, namespace: str, scope: str) -> str:
+        """``cache.keys.entry_digest``, remembered (bounded) for the requests and callers seen
+        lately: the same caller repeating a request gets the same entry with no hashing at all."""
+        key = (request, namespace, scope)
+        digest = self._digests.get(key)
+        if digest is None:
+            digest = entry_digest(request, namespace, scope)
+            if len(self._digests) >= _MAX_ENTRY_DIGESTS:
+                self._digests.clear()
+            self._digests[key] = digest
+        return digest
 
     def identify(self, endpoint: Endpoint, raw: bytes, content_type: str) -> tuple[Parsed, bytes]:
         """What ``endpoint`` makes of ``raw``: its ``Parsed`` and the ``request_digest`` of its key
