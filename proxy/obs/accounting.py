@@ -29,7 +29,7 @@ class Accountant:
     def __init__(self, prices: PriceTable, metrics: ProxyMetrics) -> None:
         self.metrics = metrics
         self._unknown_logged: set[str] = set()
-        self._costs: dict[tuple[str, Usage], int | None] = {}
+        self._costs: dict[tuple[str, int, int, int, int, int], int | None] = {}
         self._named: dict[str, bool] = {}
         self.prices = prices
 
@@ -63,7 +63,16 @@ class Accountant:
 
     def cost(self, model: str, usage: Usage) -> int:
         """Micro-USD for ``usage`` on ``model``; 0 (counted and logged once) for an unpriced model."""
-        key = (model, usage)
+        # The counts themselves, not the Usage: its dataclass __hash__ and __eq__ are Python
+        # calls, and every cache hit prices itself here.
+        key = (
+            model,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.images,
+            usage.input_images,
+            usage.image_prompt_tokens,
+        )
         try:
             cost = self._costs[key]
         except KeyError:

@@ -32,6 +32,8 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 CACHE_RESULTS = frozenset({"hit", "miss", "bypass", "coalesced", "none"})
+_CACHE_LABELS = {spelling: value for value in CACHE_RESULTS for spelling in (value, value.upper())}
+_STATUS_CLASSES = ("", "1xx", "2xx", "3xx", "4xx", "5xx")
 UPSTREAM_ERROR_KINDS = frozenset(
     {"status_4xx", "status_5xx", "timeout", "connect", "stream_cut", "invalid_response"}
 )
@@ -286,11 +288,14 @@ class ProxyMetrics:
     @staticmethod
     def status_class(status: int) -> str:
         """HTTP status as "2xx", "4xx", ...; anything outside 100..599 is "other"."""
-        return f"{status // 100}xx" if 100 <= status <= 599 else OTHER
+        return _STATUS_CLASSES[status // 100] if 100 <= status <= 599 else OTHER
 
     @staticmethod
     def cache_label(cache: str) -> str:
         """Cache outcome as one of hit|miss|bypass|coalesced|none."""
+        known = _CACHE_LABELS.get(cache)  # the flow's own spellings: no string work per request
+        if known is not None:
+            return known
         value = cache.strip().lower()
         return value if value in CACHE_RESULTS else "none"
 
@@ -306,7 +311,7 @@ class ProxyMetrics:
         """Count one finished client request with its latency and body size."""
         cache_l = self.cache_label(cache)
         self.requests.labels(route, self.model_label(model), self.status_class(status), cache_l).inc()
-        self.request_duration.labels(route, cache_l).observe(max(duration_s, 0.0))
+        self.request_duration.labels(route, cache_l).observe(duration_s if duration_s > 0.0 else 0.0)
         if bytes_served > 0:
             self.bytes_served.labels(cache_l).inc(bytes_served)
 
