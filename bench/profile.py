@@ -1,4 +1,4 @@
-"""``python -m bench profile``: py-spy samples of the proxy while it serves text hits, vision-edit hits, then misses.
+"""``python -m bench profile``: py-spy samples of the proxy serving text hits, vision-edit hits, misses.
 
 For each scenario a fresh load runs against one proxy worker (Redis, hot tier on: the default)
 while ``py-spy record --format raw`` samples the proxy process 250 times a second. py-spy pauses
