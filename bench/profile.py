@@ -1,4 +1,4 @@
-"""``python -m bench profile``: py-spy samples of the proxy while it serves text hits, then misses.
+"""``python -m bench profile``: py-spy samples of the proxy serving text hits, vision-edit hits, misses.
 
 For each scenario a fresh load runs against one proxy worker (Redis, hot tier on: the default)
 while ``py-spy record --format raw`` samples the proxy process 250 times a second. py-spy pauses
@@ -34,7 +34,7 @@ from bench.stack import Stack, common_flags, stack, stamp
 from bench.throughput import WORKLOADS, request_body, warm_hits
 
 PROFILES = ROOT / "bench" / "profiles"
-SCENARIOS = ("text_hit", "text_miss")
+SCENARIOS = ("text_hit", "vision_hit", "text_miss")
 _TOP = 25
 _SETTLE_S = 1.0  # let the load reach its steady state before sampling
 

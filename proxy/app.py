@@ -99,7 +99,7 @@ def create_app(
         middlewares=[
             timing_middleware(frozenset(endpoint.route for endpoint in ENDPOINTS)),
             error_middleware,
-            guard_middleware,
+            guard_middleware(),
         ],
         client_max_size=settings.max_body_bytes,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -22,6 +23,7 @@ from tests.e2e_helpers import (
 )
 from tests.fake_upstream import FakeUpstream, assert_valid_png, png_of
 from tests.proxy_harness import ProxyServer
+from tests.wire import exchange, request_bytes
 
 
 @pytest.mark.parametrize("model", [TEXT_MODEL, IMAGE_MODEL])
@@ -140,3 +142,20 @@ async def test_redis_memory_per_image_is_about_the_png_size(
         assert usage is not None
         used += int(usage)
     assert used <= 1.05 * len(png), (used, len(png), used / len(png))
+
+
+async def test_a_json_miss_goes_out_whole_with_a_content_length(
+    proxy: ProxyServer, fake_upstream: FakeUpstream
+) -> None:
+    """A validated JSON miss is sent once it is handed to the store, headers and body together,
+    framed by Content-Length (not chunked); the hit that follows has the same bytes."""
+    body = orjson.dumps(chat_body("framed once"))
+    headers = {"Authorization": "Bearer sk-framing", "Content-Type": "application/json"}
+    raw = request_bytes("POST", "/v1/chat/completions", headers, body)
+    miss = await exchange(proxy.port, raw)
+    hit = await exchange(proxy.port, raw)
+    assert (miss.status, miss.headers["x-cache"], hit.headers["x-cache"]) == (200, "MISS", "HIT")
+    assert "transfer-encoding" not in miss.headers
+    assert int(miss.headers["content-length"]) == len(miss.body) > 0
+    assert hit.body == miss.body
+    assert fake_upstream.chat_calls == 1

@@ -1,5 +1,6 @@
-"""The hot path, traced: a hot-tier image hit runs code of six packages only (web, pipeline,
-endpoints, cache, keys, obs), never the store, the flight, the upstream or the budget code."""
+"""The hot path, traced: a hot-tier image hit runs code of five packages only (web, pipeline,
+cache, keys, obs), never the endpoint's parse (its body was identified before: ``pipeline.memo``),
+the store, the flight, the upstream or the budget code."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from tests.proxy_harness import ProxyServer, proxy_settings
 IMAGE_MODEL = "gemini-2.5-flash-image-preview"
 BODY = {"model": IMAGE_MODEL, "messages": [{"role": "user", "content": "the hot path"}]}
 HEADERS = {"Authorization": "Bearer sk-hot-path"}
-# The packages a hot hit may cross: the HTTP layer, the flow, the endpoint's parse, the cache's
-# hot tier, who is calling, and the accounting of what the hit saved.
-HIT_PACKAGES = {"web", "pipeline", "endpoints", "cache", "keys", "obs"}
+# The packages a hot hit may cross: the HTTP layer, the flow (which remembers the body's parse),
+# the cache's hot tier and key, who is calling, and the accounting of what the hit saved.
+HIT_PACKAGES = {"web", "pipeline", "cache", "keys", "obs"}
 
 
 # The app's own background loops (named tasks) may wake up during the traced request: not the hit.
@@ -47,10 +48,11 @@ def traced(modules: dict[str, set[str]]) -> Iterator[None]:
         sys.setprofile(None)
 
 
-async def test_a_hot_image_hit_crosses_six_packages(fake_upstream: FakeUpstream, key_prefix: str) -> None:
-    """MISS, HIT (from the store, now hot), then a traced hot HIT: the proxy code it runs belongs
-    to web, pipeline, endpoints, cache, keys and obs; storage, flight, upstream, budget, config,
-    util and the composition root stay untouched (the module list is printed for the report)."""
+async def test_a_hot_image_hit_crosses_five_packages(fake_upstream: FakeUpstream, key_prefix: str) -> None:
+    """MISS, HIT (from the store, now hot), then a traced hot HIT of the same bytes: the proxy code
+    it runs belongs to web, pipeline, cache, keys and obs; the endpoint (its body was parsed
+    before), storage, flight, upstream, budget, config, util and the composition root stay
+    untouched (the module list is printed for the report)."""
     fake_upstream.state.image_bytes = 200_000
     async with (
         ProxyServer(proxy_settings(fake_upstream.url, None, key_prefix)) as proxy,
@@ -73,4 +75,5 @@ async def test_a_hot_image_hit_crosses_six_packages(fake_upstream: FakeUpstream,
     packages = {name.split(".")[1] for name in modules}
     assert packages == HIT_PACKAGES, sorted(packages)
     assert "proxy.cache.response" in modules  # served by the hot tier...
+    assert "proxy.pipeline.memo" in modules  # ...for a body identified before...
     assert not any(name.startswith(("proxy.storage", "proxy.flight")) for name in modules)  # ...no store

@@ -301,11 +301,12 @@ async def test_the_request_as_sent_reaches_the_upstream_with_the_callers_key(
     assert fake_upstream.state.auth_headers[-1] == f"Bearer {API_KEY}"
 
 
-async def test_a_hot_images_api_hit_crosses_the_same_six_packages(
+async def test_a_hot_images_api_hit_crosses_the_same_five_packages(
     fake_upstream: FakeUpstream, key_prefix: str
 ) -> None:
-    """A traced hot-tier hit of /v1/images/generations runs web, pipeline, endpoints, cache, keys
-    and obs code only, like chat's: no store, flight, upstream or budget code."""
+    """A traced hot-tier hit of /v1/images/generations runs web, pipeline, cache, keys and obs code
+    only, like chat's: its body was identified before (no endpoint code), no store, flight,
+    upstream or budget code."""
     fake_upstream.state.image_bytes = 200_000
     body = {"model": GPT_IMAGE, "prompt": "the hot path", "n": 2}
     async with ProxyServer(proxy_settings(fake_upstream.url, None, key_prefix)) as proxy:
@@ -317,5 +318,8 @@ async def test_a_hot_images_api_hit_crosses_the_same_six_packages(
     assert hit.headers["X-Cache"] == "HIT"
     assert hit.body == first.body
     assert {name.split(".")[1] for name in modules} == HIT_PACKAGES
-    assert "proxy.endpoints.images" in modules
-    assert not any(name.startswith(("proxy.storage", "proxy.flight", "proxy.upstream")) for name in modules)
+    assert "proxy.pipeline.memo" in modules
+    assert not any(
+        name.startswith(("proxy.storage", "proxy.flight", "proxy.upstream", "proxy.endpoints"))
+        for name in modules
+    )

@@ -190,6 +190,9 @@ def test_aiohttp_internals_the_server_relies_on() -> None:
     assert issubclass(GuardedRequestHandler, RequestHandler)
     # The parse error reaches handle_error through _make_error_handler (web_protocol.py).
     assert callable(RequestHandler._make_error_handler)
+    # upstream.relay.HeldResponse: headers wait for the body (web.Response's own behaviour).
+    assert web.StreamResponse._send_headers_immediately is True
+    assert web.Response._send_headers_immediately is False
 
 
 @pytest.mark.parametrize("name", ["PROXY_ADMIN_TOKEN", "PROXY_METRICS_TOKEN"])

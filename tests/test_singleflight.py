@@ -14,12 +14,17 @@ import redis.asyncio as aioredis
 from proxy.flight.flights import RedisFlights, SingleFlight, listening
 from tests.fake_upstream import FakeUpstream, png_of
 from tests.proxy_harness import ProxyServer, proxy_settings
+from tests.redis_process import RedisProcess
+from tests.test_redis_sizing import private_redis
+
+__all__ = ["private_redis"]  # the fixture, shared with the sizing tests
 
 IMAGE_MODEL = "gemini-2.5-flash-image-preview"
+TEXT_MODEL = "gpt-4o-mini"
 
 
 def _body(prompt: str, **extra: object) -> dict[str, object]:
-    return {"model": IMAGE_MODEL, "messages": [{"role": "user", "content": prompt}], **extra}
+    return {"model": IMAGE_MODEL, "messages": [{"role": "user", "content": prompt}]} | extra
 
 
 async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, object]) -> tuple[int, str, bytes]:
@@ -199,3 +204,39 @@ async def test_flight_listener_stops_although_redis_py_can_swallow_a_cancel(
             assert asyncio.get_running_loop().time() - started < 1.5
         finally:
             await client.aclose()
+
+
+async def test_a_led_miss_costs_two_redis_round_trips(
+    fake_upstream: FakeUpstream, private_redis: RedisProcess
+) -> None:
+    """On plain Redis a text miss that leads its flight makes two calls: the claim (entry or lock) and
+    the flight's end script, which stores the entry record, drops the lock and would announce; no
+    separate SET. The entry is there with its TTL, the lock is gone, a hit follows.
+
+    Redis counts the commands a script runs too: GET entry + SET NX lock (claim), then SET entry,
+    GET + DEL lock, DEL waiters (end); a separate store would add a third SET and a call."""
+    settings = proxy_settings(fake_upstream.url, private_redis.url, "rt")
+    client = aioredis.Redis.from_url(private_redis.url)
+    try:
+        async with ProxyServer(settings) as proxy, aiohttp.ClientSession() as session:
+            assert (
+                await _post(session, proxy.url, _body("warm the scripts and the caller", model=TEXT_MODEL))
+            )[1] == "MISS"
+            await asyncio.sleep(0.2)  # the first flight's end runs in the background
+            await client.config_resetstat()
+            assert (await _post(session, proxy.url, _body("counted", model=TEXT_MODEL)))[:2] == (200, "MISS")
+            await asyncio.sleep(0.2)
+            stats = await client.info("commandstats")
+            entries = [key async for key in client.scan_iter("rt:r1:*")]
+            locks = [key async for key in client.scan_iter("rt:lock:*")]
+            ttls = [await client.ttl(key) for key in entries]
+            assert (await _post(session, proxy.url, _body("counted", model=TEXT_MODEL)))[:2] == (200, "HIT")
+    finally:
+        await client.aclose()
+    calls = {name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items()}
+    assert calls.get("evalsha") == 2, calls
+    calls.pop("config|resetstat", None)
+    assert calls == {"evalsha": 2, "get": 2, "set": 2, "del": 2}, calls
+    assert len(entries) == 2
+    assert all(0 < ttl <= settings.cache_ttl for ttl in ttls)
+    assert locks == []

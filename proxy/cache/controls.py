@@ -23,6 +23,12 @@ class CacheControls:
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> CacheControls:
         """Parse the headers; malformed values are a 400, not silently ignored."""
+        if (
+            "Cache-Control" not in headers
+            and "X-Cache-TTL" not in headers
+            and "X-Cache-Namespace" not in headers
+        ):
+            return _DEFAULT  # most requests send none of them (immutable: shared)
         lookup, store, max_age = True, True, None
         for directive in headers.get("Cache-Control", "").split(","):
             name, _, value = directive.strip().lower().partition("=")
@@ -41,6 +47,9 @@ class CacheControls:
         if namespace is not None and not 0 < len(namespace) <= 128:
             raise bad_request("X-Cache-Namespace must be 1 to 128 characters.")
         return cls(lookup, store, max_age, ttl, namespace)
+
+
+_DEFAULT = CacheControls()
 
 
 def _non_negative_int(raw: str, what: str) -> int:

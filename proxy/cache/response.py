@@ -41,6 +41,10 @@ class Origin:
     prompt: str
 
 
+# Writes an entry record (key, record, ttl) in place of ``ByteStore.set``: see ``ResponseCache.put``.
+RecordWriter = Callable[[str, bytes, int], Awaitable[None]]
+
+
 class EntryIndex(Protocol):
     """Told about entries as they are stored, served and purged (issue 14: the console's index of
     cached images, newest first with model, size and hit count, without a SCAN per page).
@@ -184,9 +188,14 @@ class ResponseCache:
         walk: BlobWalk,
         usage: Usage,
         origin: Origin | None = None,
+        record_writer: RecordWriter | None = None,
     ) -> CachedEntry | None:
         """Store a complete response (``raw`` as the client got it, ``doc`` parsed): blobs first, then
         the entry, so a reader never sees an entry without its blobs.
+
+        ``record_writer(key, record, ttl)`` writes the entry record instead of ``store.set`` (a
+        flight's leader: with the end of its flight, in one round trip); when it raises
+        StoreUnavailable the store's SET is tried (``_write_record``).
 
         Returns the stored entry, ready to serve (e.g. to coalesced followers); None when the
         response is over ``max_entry_bytes`` or the store failed (counted, logged, never raised:
@@ -214,7 +223,7 @@ class ResponseCache:
         encoded = encode_entry(meta, split.template)
         try:
             await self.store.put_blobs(chunks, ttl)
-            await self.store.set(key, encoded, ttl)
+            await self._write_record(key, encoded, ttl, record_writer)
         except StoreUnavailable as exc:
             log.warning("cache store failed: %s", exc)
             self.on_store_error("set")
@@ -228,6 +237,22 @@ class ResponseCache:
             self.index.stored(entry, size, origin)
         return entry
 
+    async def _write_record(self, key: str, record: bytes, ttl: int, writer: RecordWriter | None) -> None:
+        """The entry record, by ``writer`` if given; when that fails, by the store's own SET.
+
+        The flight's scripting client does not retry (a lock script re-run after a lost reply would
+        find its own lock); after a Redis restart its first call on each pooled connection fails.
+        The store's SET retries once on a fresh connection, and the flight then ends as before.
+        """
+        if writer is not None:
+            try:
+                await writer(key, record, ttl)
+            except StoreUnavailable as exc:
+                log.debug("entry record with the flight's end failed, storing it alone: %s", exc)
+            else:
+                return
+        await self.store.set(key, record, ttl)
+
     def put_behind(
         self,
         key: str,
@@ -239,6 +264,7 @@ class ResponseCache:
         usage: Usage,
         then: Callable[[CachedEntry | None], Awaitable[None]],
         origin: Origin | None = None,
+        record_writer: RecordWriter | None = None,
     ) -> None:
         """``put`` after the response went out, then ``then(entry)`` (e.g. end the flight with it).
 
@@ -249,7 +275,9 @@ class ResponseCache:
         async def write() -> None:
             entry = None
             try:
-                entry = await self.put(key, raw, doc, ttl=ttl, walk=walk, usage=usage, origin=origin)
+                entry = await self.put(
+                    key, raw, doc, ttl=ttl, walk=walk, usage=usage, origin=origin, record_writer=record_writer
+                )
             finally:
                 await then(entry)
 

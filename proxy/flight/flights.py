@@ -81,7 +81,7 @@ class SingleFlight:
             self._local[digest] = leadership
             if token is not None and self.remote is not None:
                 leadership.token, leadership.entry_absent = token, True
-                leadership.heartbeat = asyncio.create_task(self.remote.keep_alive(digest, token))
+                self._heartbeat(leadership, self.remote, token)
                 return leadership
             if self.remote is None or time.monotonic() > deadline:
                 return leadership
@@ -110,7 +110,7 @@ class SingleFlight:
             if token is not None:
                 leadership.token = token
                 leadership.entry_absent = not entry_exists
-                leadership.heartbeat = asyncio.create_task(self.remote.keep_alive(digest, token))
+                self._heartbeat(leadership, self.remote, token)
                 return leadership
             result = await self.remote.wait(digest, max(0.0, deadline - time.monotonic()))
         except StoreUnavailable as exc:
@@ -121,6 +121,17 @@ class SingleFlight:
         entry = await lookup()
         return FlightResult("entry", entry) if entry is not None else RETRY
 
+    @staticmethod
+    def _heartbeat(leadership: Leadership, remote: RedisFlights, token: str) -> None:
+        """Keep the lock alive from its first due refresh on. Most flights end long before: a timer
+        is all they cost (a task per miss, started and cancelled, was measurable on the miss path)."""
+
+        def start() -> None:
+            if not leadership.done:
+                leadership.heartbeat = asyncio.create_task(remote.keep_alive(leadership.digest, token))
+
+        leadership.heartbeat = asyncio.get_running_loop().call_later(remote.refresh_every, start)
+
     def _resolve(self, leadership: Leadership, result: FlightResult, *, keep: bool = False) -> None:
         if not keep:
             self._forget(leadership)
@@ -128,11 +139,29 @@ class SingleFlight:
             leadership.future.set_result(result)
         leadership.done = True
 
+    def record_writer(self, leadership: Leadership) -> Callable[[str, bytes, int], Awaitable[None]] | None:
+        """How the leader's entry record is best written: with the flight's end, in one script
+        (``RedisFlights.store_and_announce``), when this leader holds a Redis lock on plain Redis;
+        None otherwise (the cache writes it itself, ``finish`` announces after).
+
+        The writer raises StoreUnavailable like a store write; once it returns, the record is
+        stored, the lock dropped and the outcome published: ``finish`` only tells local followers.
+        """
+        remote, token = self.remote, leadership.token
+        if remote is None or remote.cluster or token is None:
+            return None
+
+        async def write(key: str, record: bytes, ttl: int) -> None:
+            await remote.store_and_announce(leadership.digest, token, key, record, ttl)
+            leadership.announced = True
+
+        return write
+
     async def finish(self, leadership: Leadership, result: FlightResult) -> None:
         """Hand the outcome to every follower, here and (via Redis) elsewhere."""
         if leadership.done:
             return
-        announcing = self.remote is not None and leadership.token is not None
+        announcing = self.remote is not None and leadership.token is not None and not leadership.announced
         # Until the lock is dropped, a newcomer here would find it taken and wait for our own
         # announcement: let it join the finished flight instead (a late joiner, i.e. a hit).
         self._resolve(leadership, result, keep=announcing and result.kind != "retry")

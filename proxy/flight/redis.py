@@ -51,6 +51,16 @@ if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
 if redis.call('del', KEYS[3]) == 1 then return redis.call('publish', ARGV[2], ARGV[3]) end
 return 0
 """
+# The end of a flight that stored its answer, in the same round trip: the entry record (blobs are
+# stored before, see ResponseCache.put), then as _ANNOUNCE. A miss used to cost a SET and then
+# this script; folded, the leader's store and announcement are one script call.
+# KEYS: entry, lock, waiters; ARGV: record, ttl seconds, token, channel, message.
+_STORE_AND_ANNOUNCE = """
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if redis.call('get', KEYS[2]) == ARGV[3] then redis.call('del', KEYS[2]) end
+if redis.call('del', KEYS[3]) == 1 then return redis.call('publish', ARGV[4], ARGV[5]) end
+return 0
+"""
 # A remote follower: the lock's remaining ms (negative: no flight) and, while there is one, a
 # marker that someone waits. Atomic with _ANNOUNCE: either the marker is seen and the outcome
 # published, or the lock is already gone and the follower reads the cache instead.
@@ -96,6 +106,7 @@ class RedisFlights:
         self.channel = f"{prefix}:flights"
         self._waiters: dict[str, list[asyncio.Future[bytes]]] = {}
         self._announce = client.register_script(_ANNOUNCE)  # EVALSHA: the script is sent once
+        self._store_and_announce = client.register_script(_STORE_AND_ANNOUNCE)
         self._wait = client.register_script(_WAIT)
         self._refresh = client.register_script(_REFRESH)
         self._lock = client.register_script(_LOCK)
@@ -146,13 +157,19 @@ class RedisFlights:
         async with guarded("flight", self.op_timeout):
             await self._unlock(keys=[self.lock_key(digest)], args=[token])
 
+    @property
+    def refresh_every(self) -> float:
+        """Seconds between two refreshes of a held lock (a third of its lifetime)."""
+        return self.lock_ms / 3000
+
     async def keep_alive(self, digest: str, token: str) -> None:
-        """Refresh the lock while the generation runs, so a slow image never looks abandoned."""
+        """Refresh the lock now and then every ``refresh_every`` while the generation runs, so a
+        slow image never looks abandoned (started when the first refresh is due)."""
         while True:
-            await asyncio.sleep(self.lock_ms / 3000)
             with contextlib.suppress(StoreUnavailable):
                 async with guarded("flight", self.op_timeout):
                     await self._refresh(keys=[self.lock_key(digest)], args=[token, self.lock_ms])
+            await asyncio.sleep(self.refresh_every)
 
     async def announce(self, digest: str, token: str, result: FlightResult) -> None:
         """Publish the outcome and drop the lock (errors first, so followers can read them)."""
@@ -162,6 +179,19 @@ class RedisFlights:
             await self._announce(
                 keys=[self.lock_key(digest), self.error_key(digest), self.waiters_key(digest)],
                 args=[token, self.channel, f"{digest} {kind}", payload],
+            )
+
+    async def store_and_announce(
+        self, digest: str, token: str, entry_key: str, record: bytes, ttl: int
+    ) -> None:
+        """Store the entry record (``SET EX``), drop our lock and announce "stored", in one script.
+
+        Plain Redis only: on a Cluster the entry and the lock live in different slots.
+        """
+        async with guarded("flight", self.op_timeout):
+            await self._store_and_announce(
+                keys=[entry_key, self.lock_key(digest), self.waiters_key(digest)],
+                args=[record, ttl, token, self.channel, f"{digest} stored"],
             )
 
     async def wait(self, digest: str, max_wait: float) -> FlightResult | None:

@@ -32,9 +32,14 @@ class Leadership:
     digest: str
     future: asyncio.Future[FlightResult]
     token: str | None = None
-    heartbeat: asyncio.Task[None] | None = None
+    # The lock's refresh: a timer until the first one is due, then the task that keeps refreshing
+    # (``SingleFlight._heartbeat``); ``finish`` cancels whichever it is.
+    heartbeat: asyncio.TimerHandle | asyncio.Task[None] | None = None
     entry_absent: bool = False  # the store had no entry when the lock was taken
     answered: bool = False  # the leader's client has its answer; only storing is left
+    # The entry was stored by the flight's own end script (lock dropped, outcome published):
+    # ``finish`` only hands the result to local followers.
+    announced: bool = False
     done: bool = field(default=False)
 
 

@@ -75,9 +75,12 @@ def secret_matches(presented: str, secret: Secret) -> bool:
     return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), secret.value.encode())
 
 
-def key_alias(bearer: str | None) -> str | None:
-    """A label for a pass-through caller: a short hash, never the secret."""
-    return None if bearer is None else "pt-" + hash_secret(bearer)[:10]
+def key_alias(bearer: str | None, secret: str | None = None) -> str | None:
+    """A label for a pass-through caller: a short hash, never the secret (``secret``: its
+    ``hash_secret`` if the caller has it already)."""
+    if bearer is None:
+        return None
+    return "pt-" + (hash_secret(bearer) if secret is None else secret)[:10]
 
 
 class KeyAuthenticator:

@@ -44,12 +44,12 @@ class CallerVerifier:
         self.upstream_base = upstream_base
         self._memo: dict[str, float] = {}
 
-    def _key(self, bearer: str) -> str:
-        return f"{self.prefix}:verified:{hash_secret(bearer)}"
+    def _key(self, bearer: str, secret: str | None) -> str:
+        return f"{self.prefix}:verified:{hash_secret(bearer) if secret is None else secret}"
 
-    async def mark(self, bearer: str) -> None:
-        """The upstream just answered this bearer with a 2xx."""
-        key = self._key(bearer)
+    async def mark(self, bearer: str, secret: str | None = None) -> None:
+        """The upstream just answered this bearer with a 2xx (``secret``: its ``hash_secret``, if known)."""
+        key = self._key(bearer, secret)
         now = time.monotonic()
         if self._memo.get(key, 0.0) > now + min(_MEMO_SECONDS, self.ttl) / 2:
             return  # remembered recently enough: spare the miss path a store write
@@ -59,9 +59,10 @@ class CallerVerifier:
         except StoreUnavailable as exc:
             log.debug("could not remember verified bearer: %s", exc)
 
-    async def ensure(self, bearer: str) -> None:
-        """Return when ``bearer`` is known good; raise UpstreamRefusal / ProxyError otherwise."""
-        key = self._key(bearer)
+    async def ensure(self, bearer: str, secret: str | None = None) -> None:
+        """Return when ``bearer`` is known good; raise UpstreamRefusal / ProxyError otherwise
+        (``secret``: its ``hash_secret``, if the caller has it already)."""
+        key = self._key(bearer, secret)
         if self._memo.get(key, 0.0) > time.monotonic():
             return
         try:
@@ -71,7 +72,7 @@ class CallerVerifier:
         except StoreUnavailable:
             pass  # fall through to asking the upstream
         await self._ask_upstream(bearer)
-        await self.mark(bearer)
+        await self.mark(bearer, secret)
 
     async def _ask_upstream(self, bearer: str) -> None:
         try:

@@ -32,7 +32,7 @@ class Accountant:
     def __init__(self, prices: PriceTable, metrics: ProxyMetrics) -> None:
         self.metrics = metrics
         self._unknown_logged: set[str] = set()
-        self._costs: dict[tuple[str, Usage], int | None] = {}
+        self._costs: dict[tuple[str, int, int, int, int, int, bool], int | None] = {}
         self._named: dict[str, bool] = {}
         self.prices = prices
         # The console's overview (``obs.stats``), plugged in by the app when the console is on.
@@ -48,6 +48,7 @@ class Accountant:
         self._prices = table
         self._costs.clear()
         self._named.clear()
+        self.metrics.forget_models()  # a model's label follows the table (ProxyMetrics.model_label)
 
     def priced(self, name: str) -> bool:
         """Whether the table in use lists ``name`` (lower-cased) itself: such a model has a metric
@@ -87,7 +88,17 @@ class Accountant:
         return cost
 
     def _price(self, model: str, usage: Usage) -> int | None:
-        key = (model, usage)
+        # The counts themselves, not the Usage: its dataclass __hash__ and __eq__ are Python
+        # calls, and every cache hit prices itself here.
+        key = (
+            model,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.images,
+            usage.input_images,
+            usage.image_prompt_tokens,
+            usage.images_in_tokens,
+        )
         try:
             return self._costs[key]
         except KeyError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection
+from typing import Any, Self
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,6 +21,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from proxy.keys.settings import hash_secret
@@ -35,6 +37,8 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 # looked up on purpose (not cacheable, or the client's no-cache), a choice, not a fault.
 SKIPPED = "skipped"
 CACHE_RESULTS = frozenset({"hit", "miss", "bypass", SKIPPED, "coalesced", "none"})
+_CACHE_LABELS = {spelling: value for value in CACHE_RESULTS for spelling in (value, value.upper())}
+_STATUS_CLASSES = ("", "1xx", "2xx", "3xx", "4xx", "5xx")
 UPSTREAM_ERROR_KINDS = frozenset(
     {"status_4xx", "status_5xx", "timeout", "connect", "stream_cut", "invalid_response"}
 )
@@ -48,6 +52,53 @@ _DISALLOWED = re.compile(r"[^A-Za-z0-9._:/-]")
 # Shapes of bearer tokens: "sk-..."-style prefixes, or a long opaque run with letters and digits.
 _SECRET_PREFIX = re.compile(r"^(sk|pk|rk|bearer)[-_ ]", re.IGNORECASE)
 _OPAQUE = re.compile(r"^[A-Za-z0-9_\-+/=.]{32,}$")
+
+
+# Children remembered per metric (label values are bounded by the label rules below; this bounds
+# the memo itself whatever a caller passes).
+_MAX_CHILDREN = 4096
+# Model names and key aliases whose label is remembered (both are client-controlled).
+_MAX_REMEMBERED_LABELS = 4096
+
+
+class _CachedChildren(MetricWrapperBase):
+    """``labels(...)`` remembered per tuple of label values, whatever the metric's label names.
+
+    prometheus-client's ``labels`` checks the count, converts every value and takes a lock on each
+    call: 6 % of a text hit (``bench/profiles/``), which sets five or six children. Here a known
+    tuple is one dict lookup. The children never change (nothing here removes one); the memo is
+    cleared when full (a later call just asks prometheus-client again).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._children: dict[tuple[object, ...], Self] = {}
+
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Self:
+        """The child for these label values (keyword values: prometheus-client's own, unremembered)."""
+        if labelkwargs:
+            return super().labels(*labelvalues, **labelkwargs)
+        try:
+            return self._children[labelvalues]
+        except KeyError:
+            pass
+        child = super().labels(*labelvalues)
+        if len(self._children) >= _MAX_CHILDREN:
+            self._children.clear()
+        self._children[labelvalues] = child
+        return child
+
+
+class _Counter(_CachedChildren, Counter):
+    """A ``Counter`` with remembered children."""
+
+
+class _Histogram(_CachedChildren, Histogram):
+    """A ``Histogram`` with remembered children."""
+
+
+class _Gauge(_CachedChildren, Gauge):
+    """A ``Gauge`` with remembered children."""
 
 
 def _sanitize(value: str) -> str:
@@ -69,10 +120,12 @@ class _BoundedLabels:
         self._limit = limit
         self._seen: set[str] = set()
 
-    def admit(self, value: str) -> None:
-        """Give ``value`` a label of its own while the budget lasts."""
-        if value != OTHER and len(self._seen) < self._limit:
+    def admit(self, value: str) -> bool:
+        """Give ``value`` a label of its own while the budget lasts; whether it is new."""
+        if value != OTHER and value not in self._seen and len(self._seen) < self._limit:
             self._seen.add(value)
+            return True
+        return False
 
     def __contains__(self, value: str) -> bool:
         return value in self._seen
@@ -102,19 +155,24 @@ class ProxyMetrics:
         # The endpoint names the app serves (fixed at start): the only values of `endpoint`.
         self._endpoints = frozenset(endpoints)
         self._keys = _BoundedLabels(max_key_labels)
-        # Whether the live price table names a model (the app sets ``Accountant.priced``).
+        # model_label, accept_model and key_label per raw value: they run several times on every
+        # request and each costs a regex or two. A model's label changes only when the price table
+        # is replaced (``forget_models``) or a model is admitted; a key's never changes.
+        self._model_labels: dict[str, str] = {}
+        self._accepted: set[str] = set()
+        self._key_labels: dict[str, str] = {}
         self.priced = priced
 
         def counter(name: str, doc: str, *labels: str) -> Counter:
-            return Counter(f"llm_proxy_{name}", doc, labels, registry=registry)
+            return _Counter(f"llm_proxy_{name}", doc, labels, registry=registry)
 
         def histogram(name: str, doc: str, *labels: str) -> Histogram:
-            return Histogram(f"llm_proxy_{name}", doc, labels, buckets=LATENCY_BUCKETS, registry=registry)
+            return _Histogram(f"llm_proxy_{name}", doc, labels, buckets=LATENCY_BUCKETS, registry=registry)
 
         def gauge(name: str, doc: str, *labels: str) -> Gauge:
             # "mostrecent" reports the value the last writing worker set: right for a budget
             # shared in Redis, where summing across workers would multiply it by N.
-            return Gauge(f"llm_proxy_{name}", doc, labels, registry=registry, multiprocess_mode="mostrecent")
+            return _Gauge(f"llm_proxy_{name}", doc, labels, registry=registry, multiprocess_mode="mostrecent")
 
         self.requests = counter(
             "requests_total", "Client requests.", "route", "model", "status_class", "cache", "endpoint"
@@ -163,13 +221,28 @@ class ProxyMetrics:
         self.key_budget_remaining_usd = gauge(
             "key_budget_remaining_usd", "Key budget left in its current period.", "key"
         )
-        self.degraded = Gauge(
+        self.degraded = _Gauge(
             "llm_proxy_degraded",
             "1 while a component of this replica is degraded (it still serves; see /readyz).",
             ["component"],
             registry=registry,
             multiprocess_mode="max",
         )
+
+    @property
+    def priced(self) -> Callable[[str], bool]:
+        """Whether the live price table names a model (the app sets ``Accountant.priced``)."""
+        return self._priced
+
+    @priced.setter
+    def priced(self, priced: Callable[[str], bool]) -> None:
+        self._priced = priced
+        self.forget_models()
+
+    def forget_models(self) -> None:
+        """The price table was replaced: model labels are worked out again."""
+        self._model_labels.clear()
+        self._accepted.clear()
 
     def model_label(self, model: str) -> str:
         """Model name safe as a label: charset-restricted, <= 64 chars, bounded cardinality.
@@ -179,6 +252,13 @@ class ProxyMetrics:
         ``max_model_labels`` of them) get a label of their own; anything else is ``other``, so
         junk names from refused or unauthenticated requests can never use up the budget.
         """
+        label = self._model_labels.get(model)
+        if label is None:
+            label = self._model_label(model)
+            _remember(self._model_labels, model, label)
+        return label
+
+    def _model_label(self, model: str) -> str:
         name = model.strip().lower()
         if self.priced(name):
             return _sanitize(name)
@@ -189,12 +269,27 @@ class ProxyMetrics:
 
     def accept_model(self, model: str) -> None:
         """The upstream answered ``model`` with a 2xx (or a hit proves it did): it may have a label."""
-        if not self.priced(model.strip().lower()):
-            self._models.admit(_sanitize(model) or "unknown")
+        if model in self._accepted:
+            return
+        if not self.priced(model.strip().lower()) and self._models.admit(_sanitize(model) or "unknown"):
+            self._model_labels.clear()  # a model that was "other" has a label of its own now
+        if len(self._accepted) >= _MAX_REMEMBERED_LABELS:
+            self._accepted.clear()
+        self._accepted.add(model)
 
     def key_label(self, alias: str | None) -> str:
         """Key alias safe as a label; a value that looks like a secret is replaced by a hash tag."""
-        if not alias or not alias.strip():
+        if not alias:
+            return ANONYMOUS
+        label = self._key_labels.get(alias)
+        if label is None:
+            # Stable once given: _BoundedLabels never forgets a value, and "other" stays "other".
+            label = self._key_label(alias)
+            _remember(self._key_labels, alias, label)
+        return label
+
+    def _key_label(self, alias: str) -> str:
+        if not alias.strip():
             return ANONYMOUS
         if _looks_secret(alias.strip()):
             # Callers should pass aliases; this is the safety net if one passes a bearer.
@@ -209,11 +304,14 @@ class ProxyMetrics:
     @staticmethod
     def status_class(status: int) -> str:
         """HTTP status as "2xx", "4xx", ...; anything outside 100..599 is "other"."""
-        return f"{status // 100}xx" if 100 <= status <= 599 else OTHER
+        return _STATUS_CLASSES[status // 100] if 100 <= status <= 599 else OTHER
 
     @staticmethod
     def cache_label(cache: str) -> str:
         """Cache outcome as one of hit|miss|bypass|skipped|coalesced|none."""
+        known = _CACHE_LABELS.get(cache)  # the flow's own spellings: no string work per request
+        if known is not None:
+            return known
         value = cache.strip().lower()
         return value if value in CACHE_RESULTS else "none"
 
@@ -233,7 +331,7 @@ class ProxyMetrics:
         self.requests.labels(
             route, self.model_label(model), self.status_class(status), cache_l, self.endpoint_label(endpoint)
         ).inc()
-        self.request_duration.labels(route, cache_l).observe(max(duration_s, 0.0))
+        self.request_duration.labels(route, cache_l).observe(duration_s if duration_s > 0.0 else 0.0)
         if bytes_served > 0:
             self.bytes_served.labels(cache_l).inc(bytes_served)
 
@@ -281,15 +379,19 @@ class ProxyMetrics:
         endpoint: str,
     ) -> None:
         """Account what a cache hit would have cost had it gone upstream."""
-        model_l, key_l, endpoint_l = (
-            self.model_label(model),
-            self.key_label(key),
-            self.endpoint_label(endpoint),
-        )
-        saved_tokens = max(prompt_tokens, 0) + max(completion_tokens, 0)
-        self.tokens_saved.labels(model_l, key_l, endpoint_l).inc(saved_tokens)
-        self.cost_saved_usd.labels(model_l, key_l, endpoint_l).inc(micro_to_usd(max(cost_micro_usd, 0)))
-        self.images_served_from_cache.labels(model_l).inc(max(images, 0))
+        model_l, key_l = self.model_label(model), self.key_label(key)
+        endpoint_l = self.endpoint_label(endpoint)
+        # Every series is created (labels), but adding 0 is skipped: each inc takes a lock, and a
+        # hit adds to up to three of them.
+        tokens = self.tokens_saved.labels(model_l, key_l, endpoint_l)
+        if (saved_tokens := max(prompt_tokens, 0) + max(completion_tokens, 0)) > 0:
+            tokens.inc(saved_tokens)
+        cost = self.cost_saved_usd.labels(model_l, key_l, endpoint_l)
+        if cost_micro_usd > 0:
+            cost.inc(micro_to_usd(cost_micro_usd))
+        served = self.images_served_from_cache.labels(model_l)
+        if images > 0:
+            served.inc(images)
 
     def set_key_budget(self, key: str | None, budget_micro_usd: int, remaining_micro_usd: int) -> None:
         """Publish a key's budget and what is left of it (remaining floored at 0)."""
@@ -304,6 +406,12 @@ class ProxyMetrics:
     def record_upstream_error(self, kind: str) -> None:
         """Count an upstream failure; unknown kinds are counted as "other"."""
         self.upstream_errors.labels(kind if kind in UPSTREAM_ERROR_KINDS else OTHER).inc()
+
+
+def _remember(memo: dict[str, str], key: str, value: str) -> None:
+    if len(memo) >= _MAX_REMEMBERED_LABELS:
+        memo.clear()
+    memo[key] = value
 
 
 def render_latest(registry: CollectorRegistry, multiprocess_dir: str | None = None) -> tuple[bytes, str]:

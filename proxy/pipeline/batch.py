@@ -130,7 +130,7 @@ class Batches:
     async def serve_cached(self, batch: Batch, result: str) -> web.StreamResponse:
         """Every item from the cache, for a caller the upstream accepts; accounted as savings."""
         services, call, request = self.services, batch.call, batch.request
-        if (refusal := await services.refusal(call.bearer)) is not None:
+        if (refusal := await services.refusal(call.bearer, call.secret)) is not None:
             request[REQUEST_CACHE] = "none"
             return refusal
         await self.saved(batch, {})

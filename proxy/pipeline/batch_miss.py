@@ -92,6 +92,8 @@ class BatchMisses:
             leadership.answered = True  # whoever joins now finds what was stored: a hit
             await services.flights.finish(leadership, ending)
         if writer is not None:
+            if outcome.tail:  # the JSON answer, held back by the relay
+                await writer.write(outcome.tail)
             await writer.finish()
             return writer.response
         if outcome.invalid:

@@ -111,6 +111,9 @@ class Misses:
                     usage=usage,
                     then=self._ender(leadership),
                     origin=origin,
+                    # On plain Redis the record is written by the flight's end script: one round
+                    # trip stores it, drops the lock and tells other replicas.
+                    record_writer=services.flights.record_writer(leadership),
                 )
                 handed_off = True
         elif leadership is not None and (shared := outcome.shared_error(SHAREABLE_ERRORS)) is not None:
@@ -150,7 +153,7 @@ class Misses:
                 billed_unknown=outcome.status == 200,
             )
         if call.bearer is not None and 200 <= outcome.status < 300:
-            await services.verifier.mark(call.bearer)
+            await services.verifier.mark(call.bearer, call.secret)
 
     def _account(self, call: Call, outcome: MissOutcome, usage: Usage) -> int | None:
         """Record the upstream call in metrics; its cost in micro-USD, None without usage."""

@@ -37,13 +37,14 @@ class Services:
     accountant: Accountant
     metrics: ProxyMetrics
 
-    async def refusal(self, bearer: str | None) -> web.Response | None:
+    async def refusal(self, bearer: str | None, secret: str | None = None) -> web.Response | None:
         """None when this caller may be served a cached answer (a managed key, or a pass-through
-        bearer the upstream accepts); else the upstream's refusal, to answer as it is."""
+        bearer the upstream accepts); else the upstream's refusal, to answer as it is.
+        ``secret``: the bearer's ``hash_secret``, when known."""
         if bearer is None:
             return None
         try:
-            await self.verifier.ensure(bearer)
+            await self.verifier.ensure(bearer, secret)
         except UpstreamRefusal as refusal:
             return web.Response(status=refusal.status, body=refusal.body, content_type="application/json")
         return None

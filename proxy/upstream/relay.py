@@ -46,7 +46,9 @@ class MissOutcome:
     usage: dict[str, Any] | None = None  # what the upstream billed, complete or not
     stream_complete: bool = False  # a stream that ended with [DONE]
     invalid: bool = False  # a 200 whose body was cut short or not JSON: the client got a 502
-    tail: bytes = b""  # a complete stream's final event, held back: the caller sends it after storing
+    # Held back, for the caller to send after storing: a complete stream's final event, or a
+    # validated JSON answer's whole body (with its headers, in one write: ``HeldResponse``).
+    tail: bytes = b""
 
     def shared_error(self, shareable: frozenset[int]) -> tuple[int, bytes] | None:
         """Status and body every identical request would get too (a flight's followers get a copy)."""
@@ -55,6 +57,18 @@ class MissOutcome:
         if self.status in shareable and self.error_body:
             return self.status, self.error_body
         return None
+
+
+class HeldResponse(web.StreamResponse):
+    """A response whose headers wait for its first body bytes and go out with them, in one write.
+
+    aiohttp's ``web.Response`` does the same (its ``_send_headers_immediately`` is False); a
+    ``StreamResponse`` sends them at ``prepare``. A JSON miss used to cost three writes to the
+    client (headers, body, chunked end) and chunked framing; now it is one, with a Content-Length.
+    ``tests/test_server.py`` pins the aiohttp attribute this relies on.
+    """
+
+    _send_headers_immediately = False
 
 
 class ClientWriter:
@@ -248,14 +262,17 @@ async def _answer_parsed(
     *,
     complete: Callable[[Any], bool],
 ) -> ClientWriter:
-    """Send a validated JSON body (without EOF: the caller stores it first); keep it to store."""
+    """A validated JSON answer, held back whole (``outcome.tail``: the caller stores it first, then
+    sends it, headers and body in one write); kept to store when complete."""
     if isinstance(doc, dict):
         outcome.usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else None
     if complete(doc):
         outcome.document, outcome.raw = doc, raw
-    writer = ClientWriter(web.StreamResponse(status=200, headers=headers_out))
+    outcome.tail = raw
+    response = HeldResponse(status=200, headers=headers_out)
+    response.content_length = len(raw)
+    writer = ClientWriter(response)
     await writer.prepare(request)
-    await writer.write(raw)
     return writer
 
 

@@ -72,14 +72,15 @@ class GuardedRequestHandler(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        # Bytes after the previous request's body are the start of the next head: its clock starts.
-        if data and self._head_timer is None and self._between_requests():
-            self._arm_head_timer()
         parsed_before = self._request_count
         super().data_received(data)
         if self._request_count != parsed_before:  # a head is complete (or failed to parse)
             self._disarm_head_timer()
             self._last_payload = self._messages[-1][1] if self._messages else None
+        elif data and self._head_timer is None and self._between_requests():
+            # Bytes after the previous request's body that do not complete a head yet: its clock
+            # starts. Checked after parsing, so the usual head that arrives whole arms no timer.
+            self._arm_head_timer()
 
     def _between_requests(self) -> bool:
         return self._last_payload is None or self._last_payload.is_eof()
