@@ -4,9 +4,11 @@ counts kept in the process until a flush (no Redis write per hit), purges forgot
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlparse
 
 import pytest
 import redis.asyncio as aioredis
@@ -20,6 +22,7 @@ from proxy.endpoints.fields import prompt_text
 from proxy.storage.base import ByteStore
 from proxy.storage.memory import MemoryStore
 from proxy.storage.redis import RedisStore
+from tests.slow_link import SlowLink
 
 NOW = 1_800_000_000.0
 
@@ -230,3 +233,20 @@ async def test_an_entry_purged_and_stored_again_before_a_flush_keeps_its_new_row
         rows, total = await index.rows.page(0, 10)
     assert [(row.id, row.excerpt) for row in rows] == [(f"ns:{_digest(1)}", "stored again")]
     assert total == 1
+
+
+async def test_a_page_read_waits_for_the_background_flush_that_took_the_hits(
+    redis_url: str, key_prefix: str
+) -> None:
+    """A new row and a hit, then the background flush takes both and writes them over a slow link
+    while a page is read: the page's own flush waits for it, so the page shows the hit (without
+    the wait it read the row before the count was written, and showed 0)."""
+    port = urlparse(redis_url).port or 6379
+    async with SlowLink(port, 0.05) as link, index_on("redis", link.url, key_prefix) as index:
+        key = await store_entry(index, 1)
+        index.served(key)  # a new row and its first hit, both pending
+        background = asyncio.create_task(index.flush())
+        await asyncio.sleep(0)  # the background flush took both and writes the row first
+        rows, _ = await index.page(0, 10)
+        await background
+    assert [row.hits for row in rows] == [1]

@@ -22,6 +22,7 @@ page checks its entries with one ``MGET``), so the index never shows an entry th
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import logging
 import re
@@ -289,6 +290,10 @@ class ImageIndex:
         self._hits: Counter[str] = Counter()
         self._gone: list[str] = []
         self._pending_cap = 10_000  # rows and counters held while the store is away
+        # One flush at a time: a page read's flush must wait for the background flush that took
+        # the pending counts, or the page is read before those counts are written (a hit that
+        # happened just before the view would show 0).
+        self._flushing = asyncio.Lock()
 
     # EntryIndex: called by the cache, synchronous, no I/O.
 
@@ -334,6 +339,10 @@ class ImageIndex:
 
     async def flush(self) -> None:
         """Write new rows and hit counts out (the background task, and every page read)."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         new, self._new = self._new, []
         hits, self._hits = self._hits, Counter()
         gone, self._gone = self._gone, []
