@@ -33,7 +33,7 @@ from proxy.upstream.relay import ClientWriter
 if TYPE_CHECKING:
     from aiohttp.typedefs import Handler
 
-    from proxy.cache.entry import CachedEntry
+    from proxy.cache.entry import CachedEntry, EntryMeta
     from proxy.endpoints.base import Endpoint, Parsed
     from proxy.keys.settings import ManagedKey
     from proxy.pipeline.services import Services
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 # Bearers whose digest is remembered (each entry ~200 bytes; a client controls the bearer).
 _MAX_SECRETS = 4096
 _MAX_REMEMBERED_BEARER = 256
+# Usage per token counts of the entries served lately.
+_MAX_USAGES = 4096
 
 
 # Not frozen: a frozen dataclass sets each field through object.__setattr__ (1.5 us for Call's
@@ -149,6 +151,31 @@ class Pipeline:
         # hash_secret per bearer seen lately (bounded): a client sends the same key all day, and a
         # sha256 per request was 3 % of a text hit. The secrets are in memory anyway (headers).
         self._secrets: dict[str, str] = {}
+        self._usages: dict[tuple[int, int, int, int, str | None], Usage] = {}
+
+    def _usage_of(self, meta: EntryMeta) -> Usage:
+        """The entry's ``Usage``, shared by every hit with the same counts: a frozen dataclass of
+        seven fields costs ~1.5 us to build (2 % of a text hit), a tuple and a dict lookup less."""
+        counts = (
+            meta.prompt_tokens,
+            meta.completion_tokens,
+            meta.images,
+            meta.image_prompt_tokens,
+            meta.image_model,
+        )
+        usage = self._usages.get(counts)
+        if usage is None:
+            usage = Usage(
+                meta.prompt_tokens,
+                meta.completion_tokens,
+                meta.images,
+                image_prompt_tokens=meta.image_prompt_tokens,
+                image_model=meta.image_model,
+            )
+            if len(self._usages) >= _MAX_USAGES:
+                self._usages.clear()
+            self._usages[counts] = usage
+        return usage
 
     def _secret_of(self, bearer: str) -> str:
         secret = self._secrets.get(bearer)
@@ -283,14 +310,7 @@ class Pipeline:
         if (refusal := await services.refusal(call.bearer, call.secret)) is not None:
             request[REQUEST_CACHE] = "none"
             return refusal
-        meta = entry.meta
-        usage = Usage(
-            meta.prompt_tokens,
-            meta.completion_tokens,
-            meta.images,
-            image_prompt_tokens=meta.image_prompt_tokens,
-            image_model=meta.image_model,
-        )
+        usage = self._usage_of(entry.meta)
         saved = services.accountant.saved(call.model, call.alias, usage, endpoint=call.endpoint.name)
         if call.managed is not None:
             await services.budgets.on_hit(call.managed, call.model, usage, saved)
