@@ -63,7 +63,7 @@ from proxy.storage.memory import MemoryStore
 from proxy.storage.redis import RedisStore
 from proxy.upstream.session import make_session
 from proxy.web.admin import create_admin_app
-from proxy.web.middleware import error_middleware, guard_middleware, timing_middleware
+from proxy.web.middleware import front_middleware
 from proxy.web.models import MODELS, models
 from proxy.web.ops import healthz, metrics_handler, readyz, watching_store
 from proxy.web.passthrough import managed_passthrough
@@ -96,11 +96,7 @@ def create_app(
     """Build the proxy. Nothing is opened until the app starts (so it starts while Redis is down)."""
     registry = registry if registry is not None else CollectorRegistry()
     app = web.Application(
-        middlewares=[
-            timing_middleware(frozenset(endpoint.route for endpoint in ENDPOINTS)),
-            error_middleware,
-            guard_middleware(),
-        ],
+        middlewares=[front_middleware(frozenset(endpoint.route for endpoint in ENDPOINTS))],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

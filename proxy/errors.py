@@ -1,6 +1,6 @@
 """One exception type for every error the proxy itself answers, and its constructors.
 
-Rendered in OpenAI's shape in one place: ``proxy.web.middleware.error_middleware``.
+Rendered in OpenAI's shape in one place: ``proxy.web.middleware.front_middleware``.
 """
 
 from __future__ import annotations

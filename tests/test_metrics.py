@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.obs.metrics import ProxyMetrics, render_latest
@@ -259,7 +259,7 @@ def test_unknown_upstream_error_kind_is_other() -> None:
 
 
 CHILD = """
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from proxy.obs.metrics import ProxyMetrics
 m = ProxyMetrics(CollectorRegistry())
 m.accept_model("gpt-4o")
@@ -302,3 +302,24 @@ def test_multiprocess_rendering_aggregates_workers(tmp_path: Path) -> None:
     key = frozenset({("key", "team-a")})
     assert samples["llm_proxy_key_budget_usd", key] == 5.0
     assert samples["llm_proxy_key_budget_remaining_usd", key] == 3.0
+
+
+def test_in_process_values_are_exact_without_the_lock() -> None:
+    """Single-process metrics drop prometheus-client's per-value lock (everything runs on the event
+    loop's thread): counters, histogram buckets/sums and gauges still add up exactly, and a
+    value set later wins."""
+    registry = CollectorRegistry()
+    m = ProxyMetrics(registry, endpoints={"chat"})
+    for _ in range(1000):
+        m.observe_request("/v1/chat/completions", "none", 200, "hit", 0.002, 7, endpoint="chat")
+    m.set_key_budget("team-a", 5_000_000, 4_000_000)
+    m.set_key_budget("team-a", 5_000_000, 3_000_000)
+    samples = _samples(generate_latest(registry))
+    hit = frozenset({("cache", "hit")})
+    assert samples["llm_proxy_bytes_served_total", hit] == 7000
+    route = frozenset({("route", "/v1/chat/completions"), ("cache", "hit")})
+    assert samples["llm_proxy_request_duration_seconds_count", route] == 1000
+    assert samples["llm_proxy_request_duration_seconds_sum", route] == pytest.approx(2.0)
+    assert samples["llm_proxy_request_duration_seconds_bucket", route | {("le", "0.001")}] == 0
+    assert samples["llm_proxy_request_duration_seconds_bucket", route | {("le", "0.0025")}] == 1000
+    assert samples["llm_proxy_key_budget_remaining_usd", frozenset({("key", "team-a")})] == 3.0
