@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from proxy.obs.logs import clip
 from proxy.obs.metrics import ProxyMetrics
 from proxy.obs.pricing import PriceTable
 from proxy.obs.stats import TrafficStats
 from proxy.obs.usage import Usage
+from proxy.util.memo import remember
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Accountant:
         named = self._named.get(name)
         if named is None:
             named = self._prices.names(name)
-            _remember(self._named, name, named)
+            remember(self._named, name, named, _MEMO_LIMIT)
         return named
 
     def unpriced(self, model: str, why: str) -> None:
@@ -111,7 +111,7 @@ class Accountant:
                 image_prompt_tokens=usage.image_prompt_tokens,
                 images_in_tokens=usage.images_in_tokens,
             )
-            _remember(self._costs, key, cost)
+            remember(self._costs, key, cost, _MEMO_LIMIT)
             return cost
 
     def spent(self, model: str, key_alias: str | None, usage: Usage, *, endpoint: str) -> int:
@@ -150,9 +150,3 @@ class Accountant:
         """What an upstream call with ``usage`` costs (micro-USD), recorded nowhere: the console's
         price of a cached entry (0 unpriced: the call itself was counted as such)."""
         return self._split(model, usage, lambda name, part: self._price(name, part) or 0)
-
-
-def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
-    if len(memo) >= _MEMO_LIMIT:
-        memo.clear()
-    memo[key] = value

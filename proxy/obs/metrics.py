@@ -27,6 +27,7 @@ from prometheus_client.values import MutexValue
 
 from proxy.keys.settings import hash_secret
 from proxy.obs.pricing import micro_to_usd
+from proxy.util.memo import remember
 
 # 0.5 ms (memory hit) up to 300 s (slow image generation, the default upstream timeout).
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -105,11 +106,7 @@ class _CachedChildren(MetricWrapperBase):
             return self._children[labelvalues]
         except KeyError:
             pass
-        child = super().labels(*labelvalues)
-        if len(self._children) >= _MAX_CHILDREN:
-            self._children.clear()
-        self._children[labelvalues] = child
-        return child
+        return remember(self._children, labelvalues, super().labels(*labelvalues), _MAX_CHILDREN)
 
     def _metric_init(self) -> None:
         """The child's values, lock-free in single-process mode (``_LoopValue``)."""
@@ -298,7 +295,7 @@ class ProxyMetrics:
         label = self._model_labels.get(model)
         if label is None:
             label = self._model_label(model)
-            _remember(self._model_labels, model, label)
+            remember(self._model_labels, model, label, _MAX_REMEMBERED_LABELS)
         return label
 
     def _model_label(self, model: str) -> str:
@@ -328,7 +325,7 @@ class ProxyMetrics:
         if label is None:
             # Stable once given: _BoundedLabels never forgets a value, and "other" stays "other".
             label = self._key_label(alias)
-            _remember(self._key_labels, alias, label)
+            remember(self._key_labels, alias, label, _MAX_REMEMBERED_LABELS)
         return label
 
     def _key_label(self, alias: str) -> str:
@@ -380,7 +377,7 @@ class ProxyMetrics:
                 self.request_duration.labels(route, cache_l),
                 cache_l,
             )
-            _remember_children(self._request_children, key, children)
+            remember(self._request_children, key, children, _MAX_CHILDREN)
         requests, duration, cache_l = children
         requests.inc()
         duration.observe(duration_s if duration_s > 0.0 else 0.0)
@@ -398,7 +395,7 @@ class ProxyMetrics:
                 self.cache_results.labels(model_l, result_l, self.endpoint_label(endpoint)),
                 self.coalesced_requests.labels(model_l) if result_l == "coalesced" else None,
             )
-            _remember_children(self._result_children, key, children)
+            remember(self._result_children, key, children, _MAX_CHILDREN)
         results, coalesced = children
         results.inc()
         if coalesced is not None:
@@ -450,7 +447,7 @@ class ProxyMetrics:
                 self.cost_saved_usd.labels(model_l, key_l, endpoint_l),
                 self.images_served_from_cache.labels(model_l),
             )
-            _remember_children(self._saved_children, (model, key, endpoint), children)
+            remember(self._saved_children, (model, key, endpoint), children, _MAX_CHILDREN)
         tokens, cost, served = children
         if (saved_tokens := max(prompt_tokens, 0) + max(completion_tokens, 0)) > 0:
             tokens.inc(saved_tokens)
@@ -472,20 +469,6 @@ class ProxyMetrics:
     def record_upstream_error(self, kind: str) -> None:
         """Count an upstream failure; unknown kinds are counted as "other"."""
         self.upstream_errors.labels(kind if kind in UPSTREAM_ERROR_KINDS else OTHER).inc()
-
-
-def _remember_children(
-    memo: dict[tuple[Any, ...], tuple[Any, ...]], key: tuple[Any, ...], value: tuple[Any, ...]
-) -> None:
-    if len(memo) >= _MAX_CHILDREN:
-        memo.clear()
-    memo[key] = value
-
-
-def _remember(memo: dict[str, str], key: str, value: str) -> None:
-    if len(memo) >= _MAX_REMEMBERED_LABELS:
-        memo.clear()
-    memo[key] = value
 
 
 def render_latest(registry: CollectorRegistry, multiprocess_dir: str | None = None) -> tuple[bytes, str]:

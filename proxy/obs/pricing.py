@@ -34,6 +34,7 @@ from proxy.obs.model_price import (
     round_half_up,
 )
 from proxy.obs.price_defaults import DEFAULT_PRICES
+from proxy.util.memo import remember
 
 __all__ = [
     "DEFAULT_PRICES",
@@ -153,11 +154,7 @@ class PriceTable:
             return self._memo[model]
         except KeyError:
             pass
-        price = self._resolve(model)
-        if len(self._memo) >= _MEMO_LIMIT:
-            self._memo.clear()
-        self._memo[model] = price
-        return price
+        return remember(self._memo, model, self._resolve(model), _MEMO_LIMIT)
 
     def _resolve(self, model: str) -> ModelPrice | None:
         names = candidates(model)

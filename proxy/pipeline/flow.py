@@ -29,6 +29,7 @@ from proxy.pipeline.miss import Misses
 from proxy.state import PAID_ENDPOINTS, PIPELINE, REQUEST_CACHE, REQUEST_ENDPOINT, REQUEST_MODEL
 from proxy.storage.base import StoreUnavailable
 from proxy.upstream.relay import ClientWriter
+from proxy.util.memo import remember
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Handler
@@ -174,9 +175,7 @@ class Pipeline:
                 image_prompt_tokens=meta.image_prompt_tokens,
                 image_model=meta.image_model,
             )
-            if len(self._usages) >= _MAX_USAGES:
-                self._usages.clear()
-            self._usages[counts] = usage
+            remember(self._usages, counts, usage, _MAX_USAGES)
         return usage
 
     def _secret_of(self, bearer: str) -> str:
@@ -185,9 +184,7 @@ class Pipeline:
             secret = hash_secret(bearer)
             if len(bearer) > _MAX_REMEMBERED_BEARER:
                 return secret  # a header may be 8 KiB: only key-sized bearers are remembered
-            if len(self._secrets) >= _MAX_SECRETS:
-                self._secrets.clear()
-            self._secrets[bearer] = secret
+            remember(self._secrets, bearer, secret, _MAX_SECRETS)
         return secret
 
     async def serve(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:

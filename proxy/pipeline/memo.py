@@ -28,6 +28,7 @@ from blake3 import blake3
 
 from proxy.cache.keys import entry_digest, request_digest
 from proxy.util.lru import ByteLRU
+from proxy.util.memo import remember
 
 if TYPE_CHECKING:
     from proxy.endpoints.base import Endpoint, Parsed
@@ -53,10 +54,7 @@ class RequestMemo:
         key = (request, namespace, scope)
         digest = self._digests.get(key)
         if digest is None:
-            digest = entry_digest(request, namespace, scope)
-            if len(self._digests) >= _MAX_ENTRY_DIGESTS:
-                self._digests.clear()
-            self._digests[key] = digest
+            digest = remember(self._digests, key, entry_digest(request, namespace, scope), _MAX_ENTRY_DIGESTS)
         return digest
 
     def identify(self, endpoint: Endpoint, raw: bytes, content_type: str) -> tuple[Parsed, bytes]:

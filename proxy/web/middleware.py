@@ -27,6 +27,7 @@ from proxy.errors import ProxyError, error_body, invalid_header, unsupported_enc
 from proxy.obs.logs import clip
 from proxy.obs.metrics import OTHER as OTHER_ENDPOINT
 from proxy.state import METRICS, REQUEST_CACHE, REQUEST_ENDPOINT, REQUEST_MODEL, TARGET
+from proxy.util.memo import remember
 from proxy.web.paths import Target, parse_target
 from proxy.web.server import close_after_response
 
@@ -57,10 +58,7 @@ def front_middleware(routes: frozenset[str]) -> Middleware:
             raise web.HTTPPermanentRedirect("/ui")
         target = targets.get(raw)
         if target is None:
-            target = parse_target(raw)
-            if len(targets) >= _MAX_TARGETS:
-                targets.clear()
-            targets[raw] = target
+            target = remember(targets, raw, parse_target(raw), _MAX_TARGETS)
         request[TARGET] = target
         headers = request.headers
         check_headers(headers)
