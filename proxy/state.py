@@ -76,6 +76,3 @@ REQUEST_CACHE: web.RequestKey[str] = web.RequestKey("cache")
 REQUEST_ENDPOINT: web.RequestKey[str] = web.RequestKey("endpoint")
 # The checked request target (``web.paths.parse_target``), set before any handler runs.
 TARGET: web.RequestKey[Target] = web.RequestKey("target")
-# Set on a request whose body must not be read to the end (a compression bomb, an oversize
-# upload): the connection is closed right after the answer instead of draining the body.
-CLOSE_AFTER_RESPONSE: web.RequestKey[bool] = web.RequestKey("close_after_response")

@@ -8,9 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.obs import metrics as metrics_module
 from proxy.obs.metrics import ProxyMetrics, render_latest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -323,3 +326,42 @@ def test_in_process_values_are_exact_without_the_lock() -> None:
     assert samples["llm_proxy_request_duration_seconds_bucket", route | {("le", "0.001")}] == 0
     assert samples["llm_proxy_request_duration_seconds_bucket", route | {("le", "0.0025")}] == 1000
     assert samples["llm_proxy_key_budget_remaining_usd", frozenset({("key", "team-a")})] == 3.0
+
+
+@given(
+    amounts=st.lists(
+        st.one_of(
+            st.floats(min_value=-1.0, max_value=1e6, allow_nan=False),
+            st.sampled_from([0.0, 0.005, 0.01, 0.25, 1.0, 2.5, 10.0, float("inf")]),
+        ),
+        max_size=40,
+    )
+)
+def test_short_inc_and_observe_expose_what_prometheus_client_does(amounts: list[float]) -> None:
+    """The proxy's ``inc``/``observe`` shortcuts (``obs.metrics._Counter``/``_Histogram``: no
+    observability check, a binary search for the bucket) expose exactly what prometheus-client's
+    own classes expose for the same values, bucket boundaries and negative amounts included."""
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    buckets = (0.005, 0.01, 0.25, 1.0, 2.5, 10.0)
+    histograms = [
+        cls("lat_seconds", "latency", ["route"], registry=reg, buckets=buckets)
+        for cls, reg in ((metrics_module._Histogram, ours), (Histogram, theirs))
+    ]
+    counters = [
+        cls("calls_total", "calls", ["route"], registry=reg)
+        for cls, reg in ((metrics_module._Counter, ours), (Counter, theirs))
+    ]
+    for amount in amounts:
+        for histogram in histograms:
+            histogram.labels("/v1/x").observe(amount)
+        for counter in counters:
+            if amount >= 0:
+                counter.labels("/v1/x").inc(amount)
+            else:
+                with pytest.raises(ValueError, match="non-negative"):
+                    counter.labels("/v1/x").inc(amount)
+
+    def exposed(registry: CollectorRegistry) -> list[bytes]:
+        return [line for line in generate_latest(registry).splitlines() if b"_created" not in line]
+
+    assert exposed(ours) == exposed(theirs)

@@ -13,13 +13,15 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.typedefs import Handler
+from aiohttp.web_app import _build_middlewares
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_runner import BaseRunner
 
-from proxy.web.server import GuardedRequestHandler
+from proxy.web.server import GuardedRequestHandler, GuardedServer, ProxyRunner, exact_routes
 from tests.e2e_helpers import chat_body
 from tests.fake_upstream import FakeUpstream
-from tests.proxy_harness import ProxyServer, proxy_settings
+from tests.proxy_harness import ProxyServer, free_port, proxy_settings
 from tests.proxy_process import ProxyProcess
 from tests.wire import WireConnection, exchange, request_bytes
 
@@ -206,3 +208,75 @@ def test_short_tokens_refuse_to_start(name: str) -> None:
         assert "x" * 31 not in proc.output()
     finally:
         proc.close()
+
+
+def _routing_app() -> web.Application:
+    """A plain route, a dynamic one and a sub-app, behind a middleware that marks its answers."""
+
+    @web.middleware
+    async def mark(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        response.headers["X-Middleware"] = "ran"
+        return response
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "-"
+        same_app = request.app is app or request.app is sub
+        return web.Response(text=f"{route} {request.query_string} {same_app}")
+
+    app = web.Application(middlewares=[mark])
+    app.router.add_post("/plain", answer)
+    app.router.add_post("/items/{name}", answer)
+    sub = web.Application()
+    sub.router.add_post("/inner", answer)
+    app.add_subapp("/sub", sub)
+    return app
+
+
+async def test_exact_routes_skip_only_the_router_never_the_middlewares() -> None:
+    """``GuardedServer`` serves the app's plain routes without the router (``exact_routes``), and
+    what the handler sees and the middleware does is what the router's way gives: the route, the
+    app, the query; anything not exactly a plain route (query, encoding, path variables, sub-app,
+    ``Expect: 100-continue``) takes the router's way."""
+    app = _routing_app()
+    runner = ProxyRunner(app, header_timeout=5.0, shutdown_timeout=1.0)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        server = runner.server
+        assert isinstance(server, GuardedServer)
+        assert set(server.exact) == {("POST", "/plain")}
+        async with aiohttp.ClientSession() as session:
+            for path, expect, text in [
+                ("/plain", None, "/plain  True"),
+                ("/plain?q=1", None, "/plain q=1 True"),
+                ("/plain", "100-continue", "/plain  True"),
+                ("/items/a", None, "/items/{name}  True"),
+                ("/sub/inner", None, "/sub/inner  True"),
+            ]:
+                headers = {"Expect": expect} if expect else {}
+                url = f"http://127.0.0.1:{port}{path}"
+                async with session.post(url, data=b"x", headers=headers) as reply:
+                    assert (reply.status, await reply.text()) == (200, text), path
+                    assert reply.headers["X-Middleware"] == "ran", path
+            async with session.post(f"http://127.0.0.1:{port}/nowhere", data=b"x") as reply:
+                assert reply.status == 404
+    finally:
+        await runner.cleanup()
+
+
+def test_aiohttp_internals_the_exact_routes_rely_on() -> None:
+    """``web.server.exact_routes`` rebuilds what ``Application._handle`` does with these."""
+    app = _routing_app()
+    app.freeze()
+    assert app._run_middlewares is True
+    assert app._has_legacy_middlewares is False
+    assert "_match_info" in web.Request.ATTRS
+    table = exact_routes(app)
+    match_info, handler = table[("POST", "/plain")]
+    assert match_info.apps == (app,)
+    assert callable(handler)
+    assert list(inspect.signature(_build_middlewares).parameters) == ["handler", "apps"]
+    assert "self._router.resolve(request)" in inspect.getsource(web.Application._handle)
