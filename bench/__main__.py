@@ -1,9 +1,10 @@
 """``python -m bench``: run the benchmark matrix and write ``bench/RESULTS.md`` + raw JSON.
 
-``python -m bench growth|soak|profile|console ...`` run the other modes (``--help`` on each): cost growth
-with the number of cached entries, a long steady load with the proxy's RSS sampled, and py-spy
-profiles of the text-hit and miss paths, and the console's image list with 10,000
-entries. Each writes its own section of ``bench/RESULTS.md``.
+``python -m bench growth|soak|profile|console|rivals ...`` run the other modes (``--help`` on
+each): cost growth with the number of cached entries, a long steady load with the proxy's RSS
+sampled, py-spy profiles of the text-hit and miss paths, the console's image list with 10,000
+entries, and LiteLLM's and Portkey's proxies side by side. Each writes its own section of
+``bench/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import orjson
 
 from bench.context import Options
 from bench.load import pick_generator
-from bench.machine import ROOT, litellm_available, loadavg, machine_info
+from bench.machine import ROOT, loadavg, machine_info
 from bench.matrix import SCENARIOS, plan
 from bench.redis_server import private_redis
 from bench.report import render
@@ -115,7 +116,7 @@ async def _bench(args: argparse.Namespace, redis_url: str, redis_origin: str) ->
     }
     info = machine_info(redis_version, generator)
     kept = carried_over(args.results)  # the growth, soak and profile sections stay
-    report = render(results, info, settings, litellm_available(), elapsed)
+    report = render(results, info, settings, elapsed)
     args.results.write_text(report + ("\n" + kept if kept else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     raw = {"settings": settings, "machine": info, "elapsed_s": elapsed, **results.to_json()}
@@ -160,6 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.console import main as console_main  # noqa: PLC0415
 
         return console_main(args[1:])
+    if args[:1] == ["rivals"]:
+        from bench.rivals import main as rivals_main  # noqa: PLC0415
+
+        return rivals_main(args[1:])
     if args[:1] == ["profile"]:
         from bench.profile import main as profile_main  # noqa: PLC0415
 

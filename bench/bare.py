@@ -7,7 +7,10 @@ run says how close the proxy is to the limit of its own stack:
 - ``POST /bytes/{name}``: ``bare-bytes``, ready bytes (the proxy's hit body for that scenario);
 - ``POST /read/{name}``: ``bare-read``, reads the whole request body first (a vision-edit
   request carries a ~2 MB image), then answers the ready bytes;
-- ``POST /redis/{name}``: ``raw-redis-get``, one redis-py ``GET`` of a key holding the whole body.
+- ``POST /redis/{name}``: ``raw-redis-get``, one redis-py ``GET`` of a key holding the whole body;
+- ``POST /forward/{path}``: ``bare-forward``, the request sent on to the upstream with aiohttp's
+  client (same body, ``Authorization`` and ``Content-Type``) and its answer returned: the least an
+  aiohttp proxy adds to a miss (no parsing, no key, no store, no metrics).
 
 The bench uploads each body with ``PUT /_body/{name}`` (and SETs the Redis key itself) right before
 measuring, copied from the proxy's own answer, so the bytes on the wire are the same. Every answer
@@ -21,6 +24,7 @@ import argparse
 import sys
 from collections.abc import AsyncIterator, Sequence
 
+import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
@@ -29,6 +33,9 @@ from bench.procs import serve_child
 BODIES = web.AppKey("bodies", dict[str, bytes])
 REDIS = web.AppKey("redis", aioredis.Redis)
 REDIS_PREFIX = web.AppKey("redis_prefix", str)
+UPSTREAM = web.AppKey("upstream", str)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+_FORWARDED = ("Authorization", "Content-Type")
 # The headers a proxy hit carries besides Content-Type (same names, same value lengths).
 HIT_HEADERS = {"X-Cache": "HIT", "Age": "0", "X-Cache-Key": "0" * 64}
 _MAX_REQUEST_BYTES = 128 * 1024 * 1024  # the proxy's default limit is 64 MiB; never the bottleneck
@@ -64,6 +71,16 @@ async def redis_get(request: web.Request) -> web.Response:
     return _missing(name) if body is None else _answer(body)
 
 
+async def forward(request: web.Request) -> web.Response:
+    """``bare-forward``: one upstream call with the client's body and credentials, answered as is."""
+    body = await request.read()
+    headers = {name: request.headers[name] for name in _FORWARDED if name in request.headers}
+    url = f"{request.app[UPSTREAM]}/{request.match_info['path']}"
+    async with request.app[SESSION].post(url, data=body, headers=headers) as upstream:
+        answer = await upstream.read()
+        return web.Response(status=upstream.status, body=answer, content_type=upstream.content_type)
+
+
 async def upload(request: web.Request) -> web.Response:
     """Control route: the ready bytes for ``name``."""
     request.app[BODIES][request.match_info["name"]] = await request.read()
@@ -75,21 +92,27 @@ async def ready(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def create_app(redis_url: str, redis_prefix: str) -> web.Application:
-    """The reference server; the Redis client opens with the app and closes with it."""
+def create_app(redis_url: str, redis_prefix: str, upstream_url: str = "") -> web.Application:
+    """The reference server; the Redis client and the upstream session open with the app and
+    close with it."""
     app = web.Application(client_max_size=_MAX_REQUEST_BYTES)
     app[BODIES] = {}
     app[REDIS_PREFIX] = redis_prefix
+    app[UPSTREAM] = upstream_url.rstrip("/")
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         app[REDIS] = aioredis.Redis.from_url(redis_url, socket_read_size=_SOCKET_READ_SIZE)
+        # The proxy's upstream session is a plain ClientSession too (no cookie jar, keep-alive).
+        app[SESSION] = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         yield
+        await app[SESSION].close()
         await app[REDIS].aclose()
 
     app.cleanup_ctx.append(redis_ctx)
     app.router.add_post("/bytes/{name}", ready_bytes)
     app.router.add_post("/read/{name}", read_then_bytes)
     app.router.add_post("/redis/{name}", redis_get)
+    app.router.add_post("/forward/{path:.+}", forward)
     app.router.add_put("/_body/{name}", upload)
     app.router.add_get("/_ready", ready)
     return app
@@ -102,8 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--redis-prefix", default="lcpbench:bare:")
+    parser.add_argument("--upstream-url", default="", help="base URL ``/forward/{path}`` sends to")
     args = parser.parse_args(argv)
-    serve_child(create_app(args.redis_url, args.redis_prefix), args.host, args.port)
+    serve_child(create_app(args.redis_url, args.redis_prefix, args.upstream_url), args.host, args.port)
     return 0
 
 

@@ -76,10 +76,3 @@ def loadavg() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "unknown"
-
-
-def litellm_available() -> bool:
-    """Whether ``litellm`` is importable here (the optional side-by-side section)."""
-    import importlib.util  # noqa: PLC0415
-
-    return importlib.util.find_spec("litellm") is not None

@@ -33,31 +33,37 @@ _COALESCE_UPSTREAM_S = 0.5  # long enough that all 32 requests arrive while the 
 
 
 async def miss_latency(
-    target: Target, direct: Target, opts: Options, upstream: UpstreamControl
+    target: Target,
+    direct: Target,
+    opts: Options,
+    upstream: UpstreamControl,
+    forward: Target | None = None,
 ) -> MissLatencyResult:
-    """Sequential unique text misses, proxy and direct interleaved (alternating who goes first)."""
+    """Sequential unique text misses, proxy, direct and (given) bare-forward interleaved, the
+    order rotating every round so no side always goes first."""
     await upstream.configure(latency_s=0.0, image_latency_s=0.0)
-    proxy_ms: list[float] = []
-    direct_ms: list[float] = []
+    sides = {"proxy": target, "direct": direct, **({"forward": forward} if forward is not None else {})}
+    times: dict[str, list[float]] = {name: [] for name in sides}
     problems: set[str] = set()
     tag = f"{opts.run_id} {target.label}"
+    names = list(sides)
     async with aiohttp.ClientSession() as session:
         for i in range(-_MISS_WARMUP, opts.miss_samples):
-            via_proxy = post(session, target.chat_url, chat_body(TEXT_MODEL, f"miss {tag} p{i}"))
-            straight = post(session, direct.chat_url, chat_body(TEXT_MODEL, f"miss {tag} d{i}"))
-            if i % 2:
-                second, first = await straight, await via_proxy
-            else:
-                first, second = await via_proxy, await straight
-            if first.status != 200 or second.status != 200:
-                problems.add(f"status proxy {first.status} direct {second.status}")
-            if first.x_cache != "MISS":
-                problems.add(f"expected X-Cache MISS, got {first.x_cache!r}")
-            if i >= 0:
-                proxy_ms.append(first.seconds * 1000)
-                direct_ms.append(second.seconds * 1000)
+            shift = i % len(names)
+            for name in names[shift:] + names[:shift]:
+                reply = await post(
+                    session, sides[name].chat_url, chat_body(TEXT_MODEL, f"miss {tag} {name}{i}")
+                )
+                if reply.status != 200:
+                    problems.add(f"status {name} {reply.status}")
+                if name == "proxy" and reply.x_cache != "MISS":
+                    problems.add(f"expected X-Cache MISS, got {reply.x_cache!r}")
+                if i >= 0:
+                    times[name].append(reply.seconds * 1000)
+    proxy_ms, direct_ms = times["proxy"], times["direct"]
     pairs = [p - d for p, d in zip(proxy_ms, direct_ms, strict=True)]
     proxy_sorted, direct_sorted = sorted(proxy_ms), sorted(direct_ms)
+    forward_ms = sorted(times.get("forward", []))
     return MissLatencyResult(
         target=target.label,
         samples=len(proxy_ms),
@@ -67,6 +73,7 @@ async def miss_latency(
         direct_p99_ms=percentile(direct_sorted, 99),
         paired_median_added_ms=statistics.median(pairs) if pairs else 0.0,
         problems=tuple(sorted(problems)),
+        forward_p50_ms=percentile(forward_ms, 50) if forward_ms else None,
     )
 
 

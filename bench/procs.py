@@ -134,25 +134,36 @@ def _open_log(path: Path) -> IO[bytes]:
 
 
 async def spawn(
-    name: str, args: Sequence[str], env: Mapping[str, str], log_path: Path, base: str, ready_path: str
+    name: str,
+    args: Sequence[str],
+    env: Mapping[str, str],
+    log_path: Path,
+    base: str,
+    ready_path: str,
+    *,
+    program: str = sys.executable,
+    cwd: Path | None = None,
+    ready_s: float = _READY_S,
 ) -> Child:
-    """Start ``python <args>`` and wait until ``GET base+ready_path`` answers 200."""
+    """Start ``program <args>`` (default: this Python) and wait until ``GET base+ready_path``
+    answers 200."""
     log = _open_log(log_path)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, *args, stdout=log, stderr=asyncio.subprocess.STDOUT, env=dict(env)
+        program, *args, stdout=log, stderr=asyncio.subprocess.STDOUT, env=dict(env), cwd=cwd
     )
     child = Child(name, process, log, base)
     try:
-        await wait_ready(child, ready_path)
+        await wait_ready(child, ready_path, patience=ready_s)
     except BaseException:
         await stop(child)
         raise
     return child
 
 
-async def wait_ready(child: Child, path: str) -> None:
-    """Poll until the child answers, failing early (with its log) if it exits."""
-    timeout = _READY_S
+async def wait_ready(child: Child, path: str, *, patience: float = _READY_S) -> None:
+    """Poll until the child answers (at most ``patience`` seconds), failing early (with its log)
+    if it exits."""
+    timeout = patience
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:

@@ -7,9 +7,14 @@ from pathlib import Path
 import aiohttp
 import redis.asyncio as aioredis
 
-from bench.context import Target
+from bench.context import CHAT_PATH, Target
 from bench.matrix import Reference
 from bench.procs import Child, child_env, free_port, spawn
+
+
+def forward_target(bare: Child) -> Target:
+    """``bare-forward``: the bare server's forwarder in front of the upstream (a miss's limit)."""
+    return Target("bare-forward", bare.base, bare.pid, path="/forward" + CHAT_PATH, is_proxy=False)
 
 
 class BareServer:
@@ -44,8 +49,10 @@ class BareServer:
         )
 
 
-async def start_bare(redis_url: str, prefix: str, log_path: Path) -> Child:
-    """``python -m bench.bare`` on a free port, reading ``raw-redis-get`` bodies under ``prefix``."""
+async def start_bare(redis_url: str, prefix: str, log_path: Path, upstream_url: str) -> Child:
+    """``python -m bench.bare`` on a free port, reading ``raw-redis-get`` bodies under ``prefix``
+    and forwarding ``bare-forward`` requests to ``upstream_url``."""
     port = free_port()
     args = ["-m", "bench.bare", "--port", str(port), "--redis-url", redis_url, "--redis-prefix", prefix]
+    args += ["--upstream-url", upstream_url]
     return await spawn("bare", args, child_env({}), log_path, f"http://127.0.0.1:{port}", "/_ready")

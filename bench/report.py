@@ -57,15 +57,16 @@ def _target_name(row: ThroughputResult) -> str:
 def _miss_rows(results: RunResults) -> list[str]:
     lines = [
         "| proxy | samples | proxy p50 ms | proxy p99 ms | direct p50 ms | direct p99 ms "
-        "| added p50 ms | added p99 ms | paired median added ms | checks |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| added p50 ms | added p99 ms | paired median added ms | bare-forward added p50 ms | checks |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results.miss_latency:
+        limit = "-" if r.forward_added_p50_ms is None else f"{r.forward_added_p50_ms:+.3f}"
         lines.append(
             f"| {r.target} | {r.samples} | {r.proxy_p50_ms:.3f} | {r.proxy_p99_ms:.3f} "
             f"| {r.direct_p50_ms:.3f} "
             f"| {r.direct_p99_ms:.3f} | {r.added_p50_ms:+.3f} | {r.added_p99_ms:+.3f} "
-            f"| {r.paired_median_added_ms:+.3f} | {_checks(r.problems)} |"
+            f"| {r.paired_median_added_ms:+.3f} | {limit} | {_checks(r.problems)} |"
         )
     return lines
 
@@ -148,7 +149,7 @@ are context only."""
 
 
 def render(
-    results: RunResults, info: Mapping[str, str], settings: Mapping[str, str], litellm: bool, elapsed_s: float
+    results: RunResults, info: Mapping[str, str], settings: Mapping[str, str], elapsed_s: float
 ) -> str:
     """The whole markdown document."""
     out = [
@@ -171,6 +172,10 @@ def render(
         "## Added latency on a miss (unloaded, sequential, upstream latency 0)",
         "",
         *_miss_rows(results),
+        "",
+        "`bare-forward` is the limit of the stack for a miss, measured in the same rounds: an aiohttp +",
+        "uvloop server (`bench/bare.py`) that reads the request and sends it on with aiohttp's client,",
+        "nothing else (no parse, key, lookup, store or metrics).",
         "",
         "## 32 identical concurrent misses (upstream answers after 0.5 s)",
         "",
@@ -212,11 +217,8 @@ def render(
     out += [
         "- `w2/memory` coalesce expects one call per worker: without Redis, single flight is per process.",
         "",
-        "## LiteLLM side by side",
-        "",
-        "litellm is importable but the side-by-side run is not implemented yet."
-        if litellm
-        else "Skipped: `litellm` is not installed here (`pip install 'litellm[proxy]'` to enable it).",
+        "LiteLLM's and Portkey's proxies side by side: `python -m bench rivals` (installs them under",
+        "`bench/out/rivals/` on first use) writes its own section below.",
         "",
     ]
     if results.errors:

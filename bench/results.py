@@ -59,11 +59,18 @@ class MissLatencyResult:
     direct_p99_ms: float
     paired_median_added_ms: float
     problems: tuple[str, ...] = ()
+    # bare-forward (bench.bare): the same misses through a forwarder that does nothing else
+    forward_p50_ms: float | None = None
 
     @property
     def added_p50_ms(self) -> float:
         """Proxy p50 minus direct p50."""
         return self.proxy_p50_ms - self.direct_p50_ms
+
+    @property
+    def forward_added_p50_ms(self) -> float | None:
+        """bare-forward p50 minus direct p50: what the stack alone adds to a miss."""
+        return None if self.forward_p50_ms is None else self.forward_p50_ms - self.direct_p50_ms
 
     @property
     def added_p99_ms(self) -> float:
@@ -72,7 +79,12 @@ class MissLatencyResult:
 
     def to_json(self) -> dict[str, Any]:
         """asdict plus the derived differences."""
-        return {**asdict(self), "added_p50_ms": self.added_p50_ms, "added_p99_ms": self.added_p99_ms}
+        return {
+            **asdict(self),
+            "added_p50_ms": self.added_p50_ms,
+            "added_p99_ms": self.added_p99_ms,
+            "forward_added_p50_ms": self.forward_added_p50_ms,
+        }
 
 
 @dataclass(frozen=True, slots=True)

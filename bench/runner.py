@@ -18,7 +18,7 @@ from bench.context import Options, Target, UpstreamControl
 from bench.matrix import DIRECT_SCENARIOS, THROUGHPUT_SCENARIOS, Cell, ProxyConfig, reference_for
 from bench.probes import coalesce, delete_prefixed, images_redis_memory, miss_latency, redis_memory
 from bench.procs import Child, child_env, free_port, log_errors, spawn, stop
-from bench.references import BareServer, start_bare
+from bench.references import BareServer, forward_target, start_bare
 from bench.results import RunResults, ThroughputResult
 from bench.throughput import run_throughput
 
@@ -103,9 +103,13 @@ class Runner:
                 control = UpstreamControl(session, upstream.base)
                 direct = Target("direct", upstream.base, upstream.pid, is_proxy=False)
                 bare = None
-                if any(reference_for(s, c.config.label) for c in cells for s in c.scenarios):
+                if any(
+                    s == "miss_latency" or reference_for(s, c.config.label)
+                    for c in cells
+                    for s in c.scenarios
+                ):
                     log_path = self.setup.out_dir / "logs" / "bare.log"
-                    child = await start_bare(self.setup.redis_url, bare_prefix, log_path)
+                    child = await start_bare(self.setup.redis_url, bare_prefix, log_path, upstream.base)
                     stack.push_async_callback(stop, child)
                     bare = BareServer(child, session, self.redis, bare_prefix)
                 await self._direct_baselines(cells, direct, control, session)
@@ -180,11 +184,15 @@ class Runner:
                 name = target.label if row is rows[0] else row.target
                 log(f"[{name:17}] {scenario:17} {summary(row)}")
         elif scenario == "miss_latency":
-            miss = await miss_latency(target, direct, self.opts, control)
+            forward = forward_target(bare.child) if bare is not None else None
+            miss = await miss_latency(target, direct, self.opts, control, forward)
             self.results.miss_latency.append(miss)
+            limit = (
+                "" if miss.forward_p50_ms is None else f", bare-forward {miss.forward_added_p50_ms:+.3f} ms"
+            )
             log(
                 f"{head} proxy p50 {miss.proxy_p50_ms:.3f} ms / direct p50 {miss.direct_p50_ms:.3f} ms"
-                f" -> added {miss.added_p50_ms:+.3f} ms (p99 {miss.added_p99_ms:+.3f} ms)"
+                f" -> added {miss.added_p50_ms:+.3f} ms (p99 {miss.added_p99_ms:+.3f} ms){limit}"
             )
         elif scenario == "coalesce32":
             flight = await coalesce(target, self.opts, control)

@@ -82,7 +82,12 @@ def _miss(results: RunResults) -> Verdict:
     return Verdict(
         name,
         TARGET_CELL,
-        f"direct (upstream) p50 {miss.direct_p50_ms:.3f} ms",
+        f"direct (upstream) p50 {miss.direct_p50_ms:.3f} ms"
+        + (
+            ""
+            if miss.forward_added_p50_ms is None
+            else f"; bare-forward adds {miss.forward_added_p50_ms:+.3f} ms"
+        ),
         f"{TARGET_CELL} p50 {miss.proxy_p50_ms:.3f} ms (paired median {miss.paired_median_added_ms:+.3f} ms)",
         f"{miss.added_p50_ms:+.3f} ms",
         goal,

@@ -7,6 +7,7 @@ writes its report with the ratio table first.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -15,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from bench.load import LoadResult
+from bench.payloads import IMAGE_MODEL, TEXT_MODEL
 from bench.profile import parse_folded, top_frames
+from bench.rivals import Side, litellm_config, render
 from bench.sections import carried_over, put_section
 from bench.soak_report import slope_mib_per_min
 
@@ -75,6 +80,9 @@ def test_bench_quick_pass_writes_a_report_with_its_checks_met(tmp_path: Path) ->
     assert images_hit["problems"] == [], images_hit
     assert images_hit["load"]["requests"] > 0, images_hit
     assert {row["target"] for row in raw["miss_latency"]} == {"w1/memory", "w1/redis"}
+    # The limit of the stack for a miss, measured in the same rounds (bench.bare's forwarder).
+    assert all(row["forward_p50_ms"] > 0 for row in raw["miss_latency"]), raw["miss_latency"]
+    assert "bare-forward added p50 ms" in report
     for scenario, (kind, target) in _REFERENCES.items():
         reference = _row(raw, scenario, kind)
         assert reference["load"]["requests"] > 0, reference
@@ -179,3 +187,32 @@ async def test_bench_console_times_the_image_list_at_both_sizes(redis_url: str) 
         assert float(cells[2]) > 0
         assert float(cells[3]) > 0
         assert float(cells[4]) == pytest.approx(float(cells[3]) / float(cells[2]), rel=0.05)
+
+
+def test_rivals_report_says_cached_only_when_the_upstream_saw_no_call_during_hit_runs() -> None:
+    """``bench rivals``: a side whose hit runs reached the upstream is reported as forwarding, not
+    as a cache; the miss column is each side's p50 minus the direct p50 of its own blocks; the
+    LiteLLM config names both bench models on the upstream, with Redis caching on."""
+
+    def load(rps: float) -> LoadResult:
+        return LoadResult("wrk", int(rps * 2), 2.0, 0, 0, 0, 1.0, 1.0, 1.0, 1.0, 1.0)
+
+    sides = [Side("A", "", {}), Side("B", "", {}), Side("ours", "", {})]
+    bare, forward = Side("bare limit", "", {}), Side("bare-forward", "", {})
+    for side, calls in zip([*sides, bare], (0, 57, 0, 0), strict=True):
+        for scenario in ("image hit", "text hit"):
+            side.best[scenario] = load(100.0)
+            side.forwarded[scenario] = calls
+    for side, added in zip([*sides, forward], (10.0, 1.0, 0.5, 0.25), strict=True):
+        side.direct_ms = [1.0, 1.0, 1.0]
+        side.miss_ms = [1.0 + added] * 3
+    args = argparse.Namespace(runs=1, seconds=2.0, misses=3)
+    text = render(sides, bare, forward, args, "now", "0 0 0")
+    assert "| image (~2 MB) hit | 100 (cached) | 100 (forwarded, not cached) | 100 | 100 (cached) |" in text
+    assert "| added latency per miss, p50 | +10.00 ms | +1.00 ms | +0.25 ms | +0.50 ms |" in text
+    config = yaml.safe_load(litellm_config("http://127.0.0.1:9/v1", "redis://127.0.0.1:6390/0"))
+    assert {m["model_name"] for m in config["model_list"]} == {TEXT_MODEL, IMAGE_MODEL}
+    assert config["litellm_settings"] == {
+        "cache": True,
+        "cache_params": {"type": "redis", "host": "127.0.0.1", "port": 6390},
+    }
