@@ -95,8 +95,10 @@ def create_app(
 ) -> web.Application:
     """Build the proxy. Nothing is opened until the app starts (so it starts while Redis is down)."""
     registry = registry if registry is not None else CollectorRegistry()
+    # The `endpoint` label's values: the cached endpoints and the model list, nothing a client names.
+    metrics = ProxyMetrics(registry, endpoints={*(endpoint.name for endpoint in ENDPOINTS), MODELS})
     app = web.Application(
-        middlewares=[front_middleware(frozenset(endpoint.route for endpoint in ENDPOINTS))],
+        middlewares=[front_middleware(frozenset(endpoint.route for endpoint in ENDPOINTS), metrics)],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -106,8 +108,6 @@ def create_app(
     app[PAID_ENDPOINTS] = paid
     if multiprocess_dir:
         app[MULTIPROC_DIR] = multiprocess_dir
-    # The `endpoint` label's values: the cached endpoints and the model list, nothing a client names.
-    metrics = ProxyMetrics(registry, endpoints={*(endpoint.name for endpoint in ENDPOINTS), MODELS})
     accountant = Accountant(PriceTable.from_config(parse_pricing(settings.pricing)), metrics)
     # A model has a metric label of its own if the live price table names it.
     metrics.priced = accountant.priced

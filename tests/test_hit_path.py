@@ -1,6 +1,6 @@
 """The hot path, traced: a hot-tier image hit runs code of five packages only (web, pipeline,
-cache, keys, obs), never the endpoint's parse (its body was identified before: ``pipeline.memo``),
-the store, the flight, the upstream or the budget code."""
+cache, keys, obs), never the endpoint's parse (the request was identified before: the flow's
+remembered Call, else ``pipeline.memo``), the store, the flight, the upstream or the budget code."""
 
 from __future__ import annotations
 
@@ -75,5 +75,42 @@ async def test_a_hot_image_hit_crosses_five_packages(fake_upstream: FakeUpstream
     packages = {name.split(".")[1] for name in modules}
     assert packages == HIT_PACKAGES, sorted(packages)
     assert "proxy.cache.response" in modules  # served by the hot tier...
-    assert "proxy.pipeline.memo" in modules  # ...for a body identified before...
+    # ...for a request identified before: its remembered Call, so no parse (pipeline.memo) and no
+    # endpoint code at all...
+    assert not any(name.startswith(("proxy.pipeline.memo", "proxy.endpoints")) for name in modules)
     assert not any(name.startswith(("proxy.storage", "proxy.flight")) for name in modules)  # ...no store
+
+
+async def test_a_remembered_call_never_crosses_callers_namespaces_or_cache_controls(
+    fake_upstream: FakeUpstream, key_prefix: str
+) -> None:
+    """The same body again reuses its remembered Call (``Pipeline.identify``) only with the same
+    bearer, content type and cache headers: another bearer, an ``X-Cache-Namespace``, ``no-cache``
+    or ``no-store`` each get what they would get the first time, and the upstream sees them."""
+    text = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "remembered call"}]}
+    a, b = {"Authorization": "Bearer sk-caller-a"}, {"Authorization": "Bearer sk-caller-b"}
+    steps = [
+        (a, "MISS"),
+        (a, "HIT"),
+        (b, "MISS"),  # another caller: its own namespace, never a's entry
+        (b, "HIT"),
+        ({**a, "X-Cache-Namespace": "team"}, "MISS"),
+        ({**a, "X-Cache-Namespace": "team"}, "HIT"),
+        ({**a, "Cache-Control": "no-cache"}, "BYPASS"),  # refreshes the entry
+        ({**a, "Cache-Control": "no-store"}, "HIT"),
+        (a, "HIT"),
+    ]
+    async with (
+        ProxyServer(proxy_settings(fake_upstream.url, None, key_prefix)) as proxy,
+        aiohttp.ClientSession() as session,
+    ):
+        seen = []
+        keys: dict[str, set[str]] = {}
+        for headers, _ in steps:
+            async with session.post(f"{proxy.url}/chat/completions", json=text, headers=headers) as reply:
+                assert reply.status == 200
+                seen.append(reply.headers["X-Cache"])
+                keys.setdefault(headers["Authorization"], set()).add(reply.headers["X-Cache-Key"])
+    assert seen == [expected for _, expected in steps]
+    assert fake_upstream.chat_calls == 4  # a, b, a in "team", a's refresh
+    assert keys["Bearer sk-caller-a"].isdisjoint(keys["Bearer sk-caller-b"])

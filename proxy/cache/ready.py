@@ -17,7 +17,6 @@ bookkeeping) and its ``StreamWriter``'s flow control and counters (``output_size
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from aiohttp import ClientConnectionResetError, web
@@ -34,17 +33,6 @@ _STATUS_11 = b"HTTP/1.1 200 OK\r\n"
 _STATUS_10 = b"HTTP/1.0 200 OK\r\n"
 # Bodies from this size on are written as a vector with the head instead of being joined to it.
 _VECTOR_FROM = 64 * 1024
-
-
-@lru_cache(maxsize=2)
-def _encoded_date(value: str) -> bytes:
-    return f"Date: {value}\r\n".encode()
-
-
-def _date_line() -> bytes:
-    """The ``Date`` field as aiohttp writes it (its formatted time is cached per second; so is
-    this line, for the same string)."""
-    return _encoded_date(rfc822_formatted_time())
 
 
 def header_lines(fields: dict[str, str]) -> bytes:
@@ -109,7 +97,9 @@ class ReadyResponse(web.StreamResponse):
                 _STATUS_11 if version == HttpVersion11 else _STATUS_10,
                 self._lines,
                 b"Content-Length: %d\r\n" % len(body),
-                _date_line(),
+                b"Date: ",
+                rfc822_formatted_time().encode(),  # aiohttp's, formatted once a second
+                b"\r\n",
                 _SERVER,
                 connection,
                 b"\r\n",

@@ -59,6 +59,11 @@ class CallerVerifier:
         except StoreUnavailable as exc:
             log.debug("could not remember verified bearer: %s", exc)
 
+    def known(self, bearer: str, secret: str | None = None) -> bool:
+        """Whether ``bearer`` was verified lately in this process: no I/O, no coroutine (every
+        cache hit of a pass-through caller asks; ``ensure`` is for the ones that are not)."""
+        return self._memo.get(self._key(bearer, secret), 0.0) > time.monotonic()
+
     async def ensure(self, bearer: str, secret: str | None = None) -> None:
         """Return when ``bearer`` is known good; raise UpstreamRefusal / ProxyError otherwise
         (``secret``: its ``hash_secret``, if the caller has it already)."""

@@ -412,14 +412,14 @@ class ProxyMetrics:
             children = (
                 self.requests.labels(route, model_l, self.status_class(status), cache_l, endpoint_l),
                 self.request_duration.labels(route, cache_l),
-                cache_l,
+                self.bytes_served.labels(cache_l),
             )
             remember(self._request_children, key, children, _MAX_CHILDREN)
-        requests, duration, cache_l = children
+        requests, duration, served = children
         requests.inc()
         duration.observe(duration_s if duration_s > 0.0 else 0.0)
         if bytes_served > 0:
-            self.bytes_served.labels(cache_l).inc(bytes_served)
+            served.inc(bytes_served)
 
     def record_cache_result(self, model: str, result: str, *, endpoint: str) -> None:
         """Count one cache lookup outcome (coalesced ones also in the coalesced counter)."""

@@ -26,7 +26,8 @@ from aiohttp.typedefs import Handler, Middleware
 from proxy.errors import ProxyError, error_body, invalid_header, unsupported_encoding
 from proxy.obs.logs import clip
 from proxy.obs.metrics import OTHER as OTHER_ENDPOINT
-from proxy.state import METRICS, REQUEST_CACHE, REQUEST_ENDPOINT, REQUEST_MODEL, TARGET
+from proxy.obs.metrics import ProxyMetrics
+from proxy.state import REQUEST_CACHE, REQUEST_ENDPOINT, REQUEST_MODEL, TARGET
 from proxy.util.memo import remember
 from proxy.web.paths import Target, parse_target
 from proxy.web.server import close_after_response
@@ -41,7 +42,7 @@ _TIMED_PREFIX = "/v1/"
 _MAX_TARGETS = 1024
 
 
-def front_middleware(routes: frozenset[str]) -> Middleware:
+def front_middleware(routes: frozenset[str], metrics: ProxyMetrics) -> Middleware:
     """Time every ``/v1`` request and count it by route (one of ``routes``, else ``/v1/other``),
     model, status class and cache result; render every error as OpenAI JSON; guard every request
     (400 for a path or header the proxy will not interpret, 415 for a compressed body).
@@ -71,6 +72,25 @@ def front_middleware(routes: frozenset[str]) -> Middleware:
                 close_after_response(request)
                 raise unsupported_encoding()
 
+    def observe(
+        request: web.Request, path: str, response: web.StreamResponse | None, duration_s: float
+    ) -> None:
+        """Count one finished ``/v1`` request (status 500 when no response came out of the handler)."""
+        status, sent = 500, 0
+        if response is not None:
+            status = response.status
+            # A plain web.Response is written after the middleware returns: use its known length.
+            sent = response.body_length if response.prepared else (response.content_length or 0)
+        metrics.observe_request(
+            path if path in routes else "/v1/other",
+            request.get(REQUEST_MODEL, "none"),
+            status,
+            request.get(REQUEST_CACHE, "none"),
+            duration_s,
+            sent,
+            endpoint=request.get(REQUEST_ENDPOINT, OTHER_ENDPOINT),
+        )
+
     @web.middleware
     async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
@@ -96,33 +116,9 @@ def front_middleware(routes: frozenset[str]) -> Middleware:
             return response
         finally:
             if timed:
-                _observe(request, path, routes, response, time.perf_counter() - started)
+                observe(request, path, response, time.perf_counter() - started)
 
     return front
-
-
-def _observe(
-    request: web.Request,
-    path: str,
-    routes: frozenset[str],
-    response: web.StreamResponse | None,
-    duration_s: float,
-) -> None:
-    """Count one finished ``/v1`` request (status 500 when no response came out of the handler)."""
-    status, sent = 500, 0
-    if response is not None:
-        status = response.status
-        # A plain web.Response is written after the middleware returns: use its known length.
-        sent = response.body_length if response.prepared else (response.content_length or 0)
-    request.app[METRICS].observe_request(
-        path if path in routes else "/v1/other",
-        request.get(REQUEST_MODEL, "none"),
-        status,
-        request.get(REQUEST_CACHE, "none"),
-        duration_s,
-        sent,
-        endpoint=request.get(REQUEST_ENDPOINT, OTHER_ENDPOINT),
-    )
 
 
 def _http_error(exc: web.HTTPException) -> web.Response:
