@@ -54,6 +54,7 @@ MALLOC_ALLOCATORS: dict[str, dict[str, str]] = {
     "glibc default": {},
     "MALLOC_MMAP_THRESHOLD_=131072": {"MALLOC_MMAP_THRESHOLD_": "131072"},
 }
+SHIPPED_ALLOCATOR = "MALLOC_MMAP_THRESHOLD_=131072"  # what deploy/Dockerfile sets
 _SETTLE_S = 0.5  # background stores finish after the reply
 
 

@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 
 from bench.fill import distinct_image_family, fill, text_family
+from bench.growth import MALLOC_ALLOCATORS, SHIPPED_ALLOCATOR
 from bench.loadgen import percentile
 from bench.machine import loadavg
 from bench.matrix import ProxyConfig
@@ -32,6 +33,7 @@ from bench.sections import put_section
 from bench.soak_report import KindSummary, render
 from bench.stack import Timer, common_flags, stack, stamp
 from proxy.config import Settings
+from proxy.pipeline.memo import MEMO_BYTES
 
 TEXT_KEYS = 100
 IMAGE_KEYS = 16
@@ -154,7 +156,8 @@ async def _run(args: argparse.Namespace) -> int:
     load_before = loadavg()
     async with contextlib.AsyncExitStack() as resources:
         bench = await resources.enter_async_context(stack(args.out, args.image_bytes, args.loadgen))
-        proxy = await resources.enter_async_context(bench.proxy(ProxyConfig(1, "redis"), "soak"))
+        env = MALLOC_ALLOCATORS[args.allocator]
+        proxy = await resources.enter_async_context(bench.proxy(ProxyConfig(1, "redis"), "soak", env))
         idle_rss = rss_bytes(proxy.pid)
         soak = Soak(bench.opts.run_id, proxy.target.chat_url, {kind: KindStats() for kind in EXPECTED})
         primed = [
@@ -184,6 +187,8 @@ async def _run(args: argparse.Namespace) -> int:
         "sample every s": args.sample_every,
         "load average before / after": f"{load_before} / {loadavg()}",
         "hot tier bound": Settings().hot_cache_bytes,
+        "request memo bound": MEMO_BYTES,
+        "allocator": args.allocator,
         "idle rss": idle_rss,
         "primed rss": primed_rss,
         "redis used_memory after": used_memory,
@@ -212,4 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="paced requests per second")
     parser.add_argument("--image-miss-every", type=float, default=2.0, help="seconds between image misses")
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds between RSS samples")
+    parser.add_argument(
+        "--allocator",
+        choices=sorted(MALLOC_ALLOCATORS),
+        default=SHIPPED_ALLOCATOR,
+        help="the proxy's glibc malloc setting (default: what deploy/Dockerfile sets)",
+    )
     return asyncio.run(_run(parser.parse_args(argv)))

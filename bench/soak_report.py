@@ -43,7 +43,9 @@ def render(
 ) -> str:
     """The ``soak`` section."""
     idle = int(str(measured["idle rss"]))
-    bound = int(str(measured["hot tier bound"]))
+    hot = int(str(measured["hot tier bound"]))
+    memo = int(str(measured.get("request memo bound", 0)))
+    bound = hot + memo  # the in-process caches with a byte bound: their sum caps the growth
     values = [rss for _, rss in samples] or [0]
     peak = max(values)
     within = peak - idle <= bound
@@ -58,11 +60,15 @@ def render(
         "misses (new prompts, stored). Load average before / after "
         f"{measured['load average before / after']}: the machine is shared with other work.",
         "",
+        f"Proxy allocator: {measured.get('allocator', 'glibc default')} (`--allocator`; deploy/Dockerfile "
+        "sets `MALLOC_MMAP_THRESHOLD_=131072`).",
+        "",
         f"RSS sampled every {measured['sample every s']} s (`VmRSS`): idle proxy {mib(idle)}, after "
         f"priming {mib(int(str(measured['primed rss'])))}; during the soak min {mib(min(values))}, "
         f"max {mib(peak)}, last {mib(values[-1])}; trend over the second half "
         f"{slope_mib_per_min(samples):+.2f} MiB/min. Growth above idle: {mib(peak - idle)}, "
-        f"{verdict} the hot-tier bound of {mib(bound)}. Redis `used_memory` after: "
+        f"{verdict} the in-process bounds ({mib(bound)}: hot tier {mib(hot)} + request memo {mib(memo)}). "
+        "Redis `used_memory` after: "
         f"{mib(int(str(measured['redis used_memory after'])))}.",
         "",
         "| minute | RSS |",

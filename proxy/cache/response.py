@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 # Redis' string header). Stored whole, a 1.26 MB PNG would occupy a 1.5 MiB allocation (+19%);
 # chunked, the waste is at most the rounding of the last chunk (< 32 KiB).
 BLOB_CHUNK_BYTES = 256 * 1024 - 64
+# The Python objects of a hot item beside its bytes (HotItem, CachedEntry, EntryMeta, the LRU
+# slot): measured with tracemalloc, a 288-byte text entry holds ~1.3 KB, 0.7 KB of it bytes. The
+# hot tier's bound counts them, or thousands of text entries would outgrow it unseen.
+_HOT_ITEM_OVERHEAD = 640
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +178,7 @@ class ResponseCache:
             return entry
         body = entry.json_body()
         ready = dataclasses.replace(entry, body=body)
-        size = len(record) + len(body) + sum(len(b) for b in entry.blobs)
+        size = len(record) + len(body) + sum(len(b) for b in entry.blobs) + _HOT_ITEM_OVERHEAD
         self.hot.put(key, HotItem(record, ready, size, entry.meta.expires, now))
         return ready
 
