@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import ClientConnectionResetError, web
 from aiohttp.helpers import rfc822_formatted_time
-from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
+from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractStreamWriter
@@ -35,16 +35,9 @@ _STATUS_10 = b"HTTP/1.0 200 OK\r\n"
 _VECTOR_FROM = 64 * 1024
 
 
-def header_lines(fields: dict[str, str]) -> bytes:
-    """``Name: value\\r\\n`` lines of fields the proxy made itself (refused if one could split the head)."""
-    for name, value in fields.items():
-        if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
-            raise ValueError(f"header field {name!r} contains CR or LF")
-    return "".join(f"{name}: {value}\r\n" for name, value in fields.items()).encode("latin-1")
-
-
 class ReadyResponse(web.StreamResponse):
-    """A 200 with a body known in full and header lines already encoded (``header_lines``).
+    """A 200 with a body known in full and its header lines already encoded (``Name: value\r\n``
+    each; the caller's own values, never a client's: nothing here checks them for CR or LF).
 
     ``Content-Length``, ``Date``, ``Server`` and ``Connection`` are added at ``prepare``, as
     aiohttp adds them: the connection's fate (keep-alive, a draining server's ``force_close``)
@@ -76,17 +69,11 @@ class ReadyResponse(web.StreamResponse):
             keep_alive = request.keep_alive
         self._keep_alive = keep_alive
         version = request.version
+        # aiohttp's parser answers 400 to any version but HTTP/1.0 and HTTP/1.1.
         if version == HttpVersion11:
             connection = b"" if keep_alive else _CLOSE
-        elif version == HttpVersion10:
-            connection = _KEEP_ALIVE_10 if keep_alive else b""
         else:
-            # Another HTTP/1.x minor version is rare enough to take aiohttp's general path.
-            for line in self._lines.decode("latin-1").split("\r\n")[:-1]:
-                name, _, value = line.partition(": ")
-                self._headers.add(name, value)
-            self._headers["Content-Length"] = str(len(self._ready))
-            return await super().prepare(request)
+            connection = _KEEP_ALIVE_10 if keep_alive else b""
         self._req = request
         writer = self._payload_writer = request._payload_writer
         await request._prepare_hook(self)  # the app's on_response_prepare signals, like any response
@@ -121,8 +108,8 @@ class ReadyResponse(web.StreamResponse):
             return
         assert not data, "the body of a ReadyResponse is given at construction"
         writer = self._payload_writer
-        if self._head is None or writer is None:  # prepared by aiohttp's general path
-            await super().write_eof(self._ready)
+        if self._head is None or writer is None:  # not prepared: aiohttp's own error for that
+            await super().write_eof()
             return
         head, body = self._head, self._ready
         self._head = None
