@@ -274,7 +274,7 @@ async def test_redis_keys_share_a_hash_tag_and_expire(redis_client: aioredis.Red
         res = await ledger.reserve("k1", None, period, 10)
         assert isinstance(res, Reservation)
         await ledger.settle(res, 5, model="m", prompt_tokens=1, completion_tokens=1, cache_result="MISS")
-    keys = [k.decode() async for k in redis_client.scan_iter(match=f"{key_prefix}*")]
+    keys = [k.decode() async for k in redis_client.scan_iter(match=f"{key_prefix}*", count=1000)]
     assert keys
     assert all(k.startswith(f"{key_prefix}:budget:{{k1}}:") for k in keys)
     ttls = {k.rsplit(":", 1)[1]: await redis_client.ttl(k) for k in keys if ":p:" in k}

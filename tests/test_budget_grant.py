@@ -88,7 +88,7 @@ async def test_lua_and_memory_ledgers_grant_the_same(
         if outcomes[0][0] == "granted":
             assert spent + outcomes[0][2] <= budget
     finally:
-        doomed = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        doomed = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
         if doomed:
             await client.delete(*doomed)
         await client.aclose()

@@ -77,7 +77,7 @@ async def test_sigterm_waits_for_an_in_flight_generation_then_exits_cleanly(
             exit_code = await asyncio.to_thread(proxy.terminate, 15)
             assert await in_flight == (200, "MISS")
         assert exit_code == 0, proxy.output()[-2000:]
-        stored = [k async for k in redis_client.scan_iter(match=f"{key_prefix}:r1:*")]
+        stored = [k async for k in redis_client.scan_iter(match=f"{key_prefix}:r1:*", count=1000)]
         assert len(stored) == 1, "the answer given during shutdown was not stored"
     finally:
         proxy.close()

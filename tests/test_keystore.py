@@ -181,7 +181,7 @@ async def test_plaintext_secret_never_reaches_redis(redis_client: aioredis.Redis
     configured = "sk-configured-in-toml"
     await store.load_static([{"id": "c", "secret": configured}])
     dump = b""
-    async for raw_key in redis_client.scan_iter(match=f"{key_prefix}*"):
+    async for raw_key in redis_client.scan_iter(match=f"{key_prefix}*", count=1000):
         raw_type = await redis_client.type(raw_key)
         kind = raw_type.decode() if isinstance(raw_type, bytes) else raw_type
         if kind == "string":

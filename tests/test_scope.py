@@ -67,7 +67,7 @@ async def test_verified_bearers_are_remembered_as_hashes_only(
     async with ProxyServer(settings) as proxy:
         await _post(proxy.url, "sk-plaintext-must-not-leak")
     client = aioredis.Redis.from_url(redis_url)
-    keys = [k async for k in client.scan_iter(match=f"{key_prefix}*")]
+    keys = [k async for k in client.scan_iter(match=f"{key_prefix}*", count=1000)]
     assert any(b":verified:" in k for k in keys)
     for key in keys:
         assert b"sk-plaintext-must-not-leak" not in key

@@ -227,8 +227,8 @@ async def test_a_led_miss_costs_two_redis_round_trips(
             assert (await _post(session, proxy.url, _body("counted", model=TEXT_MODEL)))[:2] == (200, "MISS")
             await asyncio.sleep(0.2)
             stats = await client.info("commandstats")
-            entries = [key async for key in client.scan_iter("rt:r1:*")]
-            locks = [key async for key in client.scan_iter("rt:lock:*")]
+            entries = [key async for key in client.scan_iter("rt:r1:*", count=1000)]
+            locks = [key async for key in client.scan_iter("rt:lock:*", count=1000)]
             ttls = [await client.ttl(key) for key in entries]
             assert (await _post(session, proxy.url, _body("counted", model=TEXT_MODEL)))[:2] == (200, "HIT")
     finally:
