@@ -205,7 +205,7 @@ async def _hit_runs(
         for side in sides:
             before = await _settled(bench)
             spec = LoadSpec(side.url, body, side.headers, args.seconds, 8)
-            result = await run_load(spec, "wrk")
+            result = await run_load(spec, bench.opts.generator)
             upstream_calls = await _settled(bench) - before
             side.forwarded[scenario] = side.forwarded.get(scenario, 0) + upstream_calls
             side.runs.setdefault(scenario, []).append(result.rps)
@@ -260,6 +260,7 @@ def render(
     args: argparse.Namespace,
     when: str,
     load: str,
+    generator: str = "wrk",
 ) -> str:
     """The section: the issue's table with this run's figures."""
     direct_p50 = percentile(sorted(d for side in [*sides, forward] for d in side.direct_ms), 50)
@@ -286,8 +287,8 @@ def render(
         "## Side by side: LiteLLM, Portkey, the bare limit",
         "",
         f"`python -m bench rivals` on {when} ({args.runs} alternated runs of {args.seconds:g} s per",
-        f"side, best reported; wrk, 1 thread, 8 connections; {args.misses} sequential misses per side;",
-        f"load average {load}).",
+        f"side, best reported; {generator}, 1 thread, 8 connections; {args.misses} sequential misses",
+        f"per side; load average {load}).",
         "Every side is in front of the same simulated upstream and private Redis, with the same bodies.",
         "",
         head,
@@ -329,7 +330,7 @@ async def _run(args: argparse.Namespace) -> int:
     root = rivals_dir(args.out)
     litellm_cmd, portkey_js = await ensure_litellm(root), await ensure_portkey(root)
     async with contextlib.AsyncExitStack() as resources:
-        bench = await resources.enter_async_context(stack(args.out, args.image_bytes, "wrk"))
+        bench = await resources.enter_async_context(stack(args.out, args.image_bytes, args.loadgen))
         proxy = await resources.enter_async_context(bench.proxy(ProxyConfig(1, "redis"), "rivals"))
         bare_child = await start_bare(
             bench.setup.redis_url,
@@ -380,6 +381,7 @@ async def _run(args: argparse.Namespace) -> int:
             args,
             stamp(),
             f"{before} / {loadavg()}",
+            bench.opts.generator,
         )
     put_section(args.results, "rivals", text)
     log(text)
