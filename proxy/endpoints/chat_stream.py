@@ -9,10 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from proxy.errors import error_body
-from proxy.upstream.sse import SSEEvent, sse
+from proxy.upstream.sse import SSEEvent, json_object, sse
 
 DONE = b"[DONE]"
 
@@ -166,13 +164,7 @@ def replay_chunks(doc: dict[str, Any], include_usage: bool) -> Iterator[dict[str
 
 def parse_chunk(data: bytes) -> dict[str, Any] | None:
     """A chunk object, or None for ``[DONE]`` / non-JSON keep-alives."""
-    if data.strip() == DONE:
-        return None
-    try:
-        parsed = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    return parsed if isinstance(parsed, dict) else None
+    return None if data.strip() == DONE else json_object(data)
 
 
 class ChatFold:

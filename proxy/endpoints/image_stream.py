@@ -46,14 +46,9 @@ class ImageFold:
 
     def feed(self, event: SSEEvent) -> bytes | None:
         """The bytes to send the client now for ``event``; None to hold it back."""
-        if event.data is None:
-            return event.raw
-        try:
-            parsed = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            return event.raw
+        parsed = event.json_object()
         if (
-            not isinstance(parsed, dict)
+            parsed is None
             or parsed.get("type") != f"{self.kind}.completed"
             or not isinstance(parsed.get("b64_json"), str)
         ):

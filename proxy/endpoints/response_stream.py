@@ -55,13 +55,8 @@ class ResponseFold:
 
     def feed(self, event: SSEEvent) -> bytes | None:
         """The bytes to send the client now for ``event``; None to hold it back."""
-        if event.data is None:
-            return event.raw
-        try:
-            parsed = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            return event.raw
-        if not isinstance(parsed, dict):
+        parsed = event.json_object()
+        if parsed is None:
             return event.raw
         sequence = parsed.get("sequence_number")
         if isinstance(sequence, int) and not isinstance(sequence, bool):

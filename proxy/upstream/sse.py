@@ -6,6 +6,9 @@ What the events mean (chat chunks, Responses API events) is the endpoint's busin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 
 @dataclass(slots=True)
@@ -14,6 +17,20 @@ class SSEEvent:
 
     raw: bytes
     data: bytes | None
+
+    def json_object(self) -> dict[str, Any] | None:
+        """The ``data:`` payload as a JSON object; None when there is none, it is not JSON or not
+        an object (the endpoints' folds pass such events through untouched)."""
+        return None if self.data is None else json_object(self.data)
+
+
+def json_object(data: bytes) -> dict[str, Any] | None:
+    """``data`` as a JSON object, or None (not JSON, or another JSON value)."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 class SSEParser:
