@@ -33,7 +33,7 @@ from proxy.obs.usage import Usage
 from proxy.state import METRICS, PIPELINE, REQUEST_CACHE, REQUEST_ENDPOINT, SETTINGS, TARGET
 from proxy.storage.base import StoreUnavailable
 from proxy.upstream.session import forward_headers, response_headers
-from proxy.web.passthrough import passthrough, upstream_url
+from proxy.web.passthrough import passthrough, stream_through, upstream_url
 
 log = logging.getLogger(__name__)
 
@@ -136,17 +136,9 @@ async def _relay_rest(
     """Send what was read and stream the rest through (a list too large to keep is still the
     client's answer)."""
     log.warning("upstream model list over PROXY_CACHE_MAX_ENTRY_BYTES: relayed, not cached")
-    response = web.StreamResponse(status=upstream.status, headers=headers)
-    await response.prepare(request)
-    await response.write(head)
-    try:
-        async for chunk in upstream.content.iter_any():
-            await response.write(chunk)
-    except (TimeoutError, aiohttp.ClientError, ConnectionError):
-        request.app[METRICS].record_upstream_error("stream_cut")
-        return response
-    await response.write_eof()
-    return response
+    return await stream_through(
+        request, upstream, web.StreamResponse(status=upstream.status, headers=headers), head
+    )
 
 
 def _json_object(status: int, headers: CIMultiDict[str], body: bytes) -> dict[str, object] | None:

@@ -76,15 +76,25 @@ async def passthrough(request: web.Request, authorization: str | None) -> web.St
         raise upstream_failure(exc) from exc
     async with upstream:
         response = web.StreamResponse(status=upstream.status, headers=response_headers(upstream.headers))
-        await response.prepare(request)
-        try:
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-        except (TimeoutError, aiohttp.ClientError, ConnectionError):
-            request.app[METRICS].record_upstream_error("stream_cut")
-            return response
-        await response.write_eof()
+        return await stream_through(request, upstream, response)
+
+
+async def stream_through(
+    request: web.Request, upstream: aiohttp.ClientResponse, response: web.StreamResponse, head: bytes = b""
+) -> web.StreamResponse:
+    """Send ``response``'s head, ``head`` (body bytes already read) and the rest of the upstream
+    body as it comes; a body cut short is counted (``stream_cut``) and ends the answer there."""
+    await response.prepare(request)
+    if head:
+        await response.write(head)
+    try:
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+    except (TimeoutError, aiohttp.ClientError, ConnectionError):
+        request.app[METRICS].record_upstream_error("stream_cut")
         return response
+    await response.write_eof()
+    return response
 
 
 async def managed_passthrough(request: web.Request) -> web.StreamResponse:
