@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from proxy.state import PIPELINE
 from tests.fake_upstream import FakeUpstream
 from tests.proxy_harness import ProxyServer, proxy_settings
 
@@ -114,3 +115,32 @@ async def test_a_remembered_call_never_crosses_callers_namespaces_or_cache_contr
     assert seen == [expected for _, expected in steps]
     assert fake_upstream.chat_calls == 4  # a, b, a in "team", a's refresh
     assert keys["Bearer sk-caller-a"].isdisjoint(keys["Bearer sk-caller-b"])
+
+
+async def test_a_call_keyed_by_kilobytes_of_client_headers_is_served_but_not_remembered(
+    fake_upstream: FakeUpstream, key_prefix: str
+) -> None:
+    """The remembered Calls are bounded by everything their key holds: a client can make each
+    header 8 KiB, so a request whose bearer or cache headers are that long is answered as usual
+    (MISS, then HIT) but its Call is not kept; a short one is."""
+    text = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "long headers"}]}
+    long_bearer = {"Authorization": "Bearer sk-" + "b" * 4000}
+    long_control = {"Authorization": "Bearer sk-short", "Cache-Control": "max-age=600, " + "x" * 4000}
+    async with (
+        ProxyServer(proxy_settings(fake_upstream.url, None, key_prefix)) as proxy,
+        aiohttp.ClientSession() as session,
+    ):
+        calls = proxy.app[PIPELINE]._calls
+        for headers in (long_bearer, long_control):
+            seen = []
+            for _ in range(2):
+                async with session.post(f"{proxy.url}/chat/completions", json=text, headers=headers) as reply:
+                    assert reply.status == 200
+                    seen.append(reply.headers["X-Cache"])
+            assert seen == ["MISS", "HIT"]
+            assert calls == {}, "a call keyed by kilobytes of client headers was remembered"
+        async with session.post(
+            f"{proxy.url}/chat/completions", json=text, headers={"Authorization": "Bearer sk-short"}
+        ) as reply:
+            assert reply.headers["X-Cache"] == "HIT"
+        assert len(calls) == 1

@@ -47,9 +47,9 @@ _MAX_SECRETS = 4096
 _MAX_REMEMBERED_BEARER = 256
 # Usage per token counts of the entries served lately.
 _MAX_USAGES = 4096
-# Calls remembered (each keyed by its body: at most ~10 MiB in all).
+# Calls remembered, each keyed by its body and the headers it derives from (at most ~10 MiB).
 _MAX_CALLS = 4096
-_CALL_BODY_BYTES = 2048
+_CALL_KEY_BYTES = 2560
 # A JSON hit's header lines (``cache.ready``): X-Cache, Age, X-Cache-Key.
 _HIT_LINES = b"X-Cache: %s\r\nAge: %d\r\nX-Cache-Key: %s\r\nContent-Type: application/json\r\n"
 
@@ -162,7 +162,7 @@ class Pipeline:
         self._secrets: dict[str, str] = {}
         self._usages: dict[tuple[int, int, int, int, str | None], Usage] = {}
         # The Call of a pass-through request seen lately, by everything it derives from (bounded:
-        # bodies up to _CALL_BODY_BYTES). A repeated text hit then skips parsing, cache controls,
+        # keys up to _CALL_KEY_BYTES). A repeated text hit then skips parsing, cache controls,
         # namespace, digest and key building: ~6 % of its CPU.
         self._calls: dict[tuple[object, ...], Call] = {}
 
@@ -232,22 +232,21 @@ class Pipeline:
         # The whole header: a multipart body's boundary is one of its parameters (RFC 7578 §4.1).
         content_type = headers.get(hdrs.CONTENT_TYPE, "")
         remembered: tuple[object, ...] | None = None
-        if managed is None and len(raw) <= _CALL_BODY_BYTES:
+        if managed is None:
             # A pass-through caller repeating a request: everything below is a function of these
             # (a managed key was admitted above, on every request, and is never remembered here).
-            remembered = (
-                endpoint.name,
-                content_type,
-                bearer,
-                headers.get("Cache-Control"),
-                headers.get("X-Cache-TTL"),
-                headers.get("X-Cache-Namespace"),
-                raw,
-            )
-            known = self._calls.get(remembered)
-            if known is not None:
-                request[REQUEST_MODEL] = known.parsed.model
-                return known
+            cache_control = headers.get("Cache-Control")
+            ttl, requested = headers.get("X-Cache-TTL"), headers.get("X-Cache-Namespace")
+            # Bounded by what the key holds, not only the body: a client controls every header
+            # (each up to 8 KiB), and 4,096 keys of 30 KiB would be 120 MiB.
+            size = len(raw) + len(content_type) + len(bearer or "")
+            size += len(cache_control or "") + len(ttl or "") + len(requested or "")
+            if size <= _CALL_KEY_BYTES:
+                remembered = (endpoint.name, content_type, bearer, cache_control, ttl, requested, raw)
+                known = self._calls.get(remembered)
+                if known is not None:
+                    request[REQUEST_MODEL] = known.parsed.model
+                    return known
         parsed, request_digest = self.memo.identify(endpoint, raw, content_type)
         controls = CacheControls.from_headers(headers)
         secret: str | None = None
